@@ -27,6 +27,20 @@ Run 'ttzo COMMAND --help' for the options of each command.
 """
 
 
+def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The subparsers of command group `name` (e.g. `ttzo sim ...`), created on first use.
+
+    Lets several modules add subcommands to one group (`ttzo bench golden`, `ttzo bench link`)
+    without knowing about each other.
+    """
+    groups = sub.__dict__.setdefault("_ttzo_groups", {})
+    if name not in groups:
+        p = sub.add_parser(name, help=help, description=help)
+        groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+        p.set_defaults(func=lambda args, p=p: (p.print_help(), 2)[1])
+    return groups[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttzo", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

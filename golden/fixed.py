@@ -170,9 +170,10 @@ def accumulator_bits(a: QFormat, b: QFormat, terms: int, extra_bits: int = 0) ->
 
 
 def check_exact(a: QFormat, b: QFormat, terms: int, limit_bits: int = INT64_SAFE_BITS,
-                what: str = "accumulation") -> int:
-    """Refuse (FormatError) a sum of products that int64 cannot hold exactly; return its width."""
-    need = accumulator_bits(a, b, terms)
+                what: str = "accumulation", extra_bits: int = 0) -> int:
+    """Refuse (FormatError) a sum of products (plus an addend of `extra_bits` magnitude bits)
+    that int64 cannot hold exactly; return its width."""
+    need = accumulator_bits(a, b, terms, extra_bits)
     if need > limit_bits:
         raise FormatError(f"{what}: {terms} products of {a} x {b} need {need} bits, more than the "
                           f"{limit_bits} that exact integer arithmetic holds; use narrower formats")

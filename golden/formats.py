@@ -21,7 +21,7 @@ class FixedConfig:
     input: QFormat = QFormat(8, 8, signed=False)   # MNIST pixel byte p is the code: value p/256
     weight: QFormat = QFormat(16, 13)               # TT-core entries
     bias: QFormat = QFormat(16, 10)
-    state: QFormat = QFormat(16, 11)                # TT partial contractions, requantised after each core
+    state: QFormat = QFormat(16, 10)                # TT partial contractions, requantised after each core
     act: QFormat = QFormat(16, 8)                   # layer outputs (after activation) = next layer's input
     loss: QFormat = QFormat(32, 16)                 # per-sample loss; batch sums are exact wide integers
     sine_bits: int = 10                             # phase bits of the sine table (PINN path)

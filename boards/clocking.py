@@ -1,0 +1,145 @@
+"""The `sync` clock domain of a board top: the board oscillator multiplied by the FPGA's PLL.
+
+PLL settings are computed here with the same search the Project IceStorm / Trellis tools use
+(`icepll`, `ecppll`; tests compare against their output), so the design needs no tool at
+elaboration time.  Reset is held until the PLL locks and then for `POR_CYCLES` more cycles
+(iCE40 block RAMs read as zero for ~3 us after configuration).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+
+from .profiles import BoardProfile
+
+POR_CYCLES = 1 << 10   # > 3 us at any clock we use (34 us at 30 MHz)
+
+
+@dataclass(frozen=True)
+class Ice40Pll:
+    divr: int
+    divf: int
+    divq: int
+    filter_range: int
+    fout_hz: float
+
+
+@dataclass(frozen=True)
+class Ecp5Pll:
+    clki_div: int
+    clkfb_div: int
+    clkop_div: int
+    clkop_cphase: int
+    fout_hz: float
+    fvco_hz: float
+
+
+def ice40_pll(fin_hz: float, fout_hz: float) -> Ice40Pll:
+    """SB_PLL40 settings in SIMPLE feedback mode closest to `fout_hz` (icepll's search order)."""
+    fin, want = fin_hz / 1e6, fout_hz / 1e6
+    best: Ice40Pll | None = None
+    for divr in range(16):
+        fpfd = fin / (divr + 1)
+        if not 10 <= fpfd <= 133:
+            continue
+        for divf in range(128):
+            fvco = fpfd * (divf + 1)
+            if not 533 <= fvco <= 1066:
+                continue
+            for divq in range(1, 7):
+                fout = fvco / (1 << divq)
+                if best is None or abs(fout - want) < abs(best.fout_hz / 1e6 - want):
+                    best = Ice40Pll(divr, divf, divq, _ice40_filter(fpfd), fout * 1e6)
+    if best is None:
+        raise ValueError(f"no iCE40 PLL setting reaches {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
+    return best
+
+
+def _ice40_filter(fpfd_mhz: float) -> int:
+    for rng, limit in enumerate((17, 26, 44, 66, 101), start=1):
+        if fpfd_mhz < limit:
+            return rng
+    return 6
+
+
+def ecp5_pll(fin_hz: float, fout_hz: float) -> Ecp5Pll:
+    """EHXPLLL settings with CLKOP feedback closest to `fout_hz`; ties go to a VCO nearest 600 MHz (ecppll)."""
+    fin, want = fin_hz / 1e6, fout_hz / 1e6
+    best: Ecp5Pll | None = None
+    for clki in range(1, 129):
+        fpfd = fin / clki
+        if not 3.125 <= fpfd <= 400:
+            continue
+        for fb in range(1, 81):
+            fout = fpfd * fb
+            for op in range(1, 129):
+                fvco = fout * op
+                if not 400 <= fvco <= 800:
+                    continue
+                cand = Ecp5Pll(clki, fb, op, (op - 1) // 2, fout * 1e6, fvco * 1e6)
+                if best is None:
+                    best = cand
+                    continue
+                err, berr = abs(fout - want), abs(best.fout_hz / 1e6 - want)
+                if err < berr or (err == berr and abs(fvco - 600) < abs(best.fvco_hz / 1e6 - 600)):
+                    best = cand
+    if best is None:
+        raise ValueError(f"no ECP5 PLL setting reaches {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
+    return best
+
+
+class BoardClock(Elaboratable):
+    """Creates the `sync` domain at the profile's clock from the board oscillator (PLL when they differ)."""
+
+    def __init__(self, profile: BoardProfile) -> None:
+        self.profile = profile
+        self.locked = Signal()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.profile
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        clk_name = platform.default_clk
+        if p.clock_hz == p.osc_hz:
+            m.d.comb += [cd_sync.clk.eq(platform.request(clk_name, 0).i), self.locked.eq(1)]
+        elif p.family == "ice40":
+            s = ice40_pll(p.osc_hz, p.clock_hz)
+            pin = platform.request(clk_name, 0, dir="-")
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_DIVR=s.divr, p_DIVF=s.divf, p_DIVQ=s.divq,
+                p_FILTER_RANGE=s.filter_range,
+                i_PACKAGEPIN=pin.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=self.locked)
+        elif p.family == "ecp5":
+            s = ecp5_pll(p.osc_hz, p.clock_hz)
+            clkin = platform.request(clk_name, 0).i
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{p.osc_hz / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{s.fout_hz / 1e6:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=s.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=s.clkop_div,
+                p_CLKOP_CPHASE=s.clkop_cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=s.clkfb_div,
+                i_RST=0, i_STDBY=0, i_CLKI=clkin, i_CLKFB=cd_sync.clk, i_PHASESEL0=0, i_PHASESEL1=0,
+                i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
+                o_CLKOP=cd_sync.clk, o_LOCK=self.locked)
+        else:
+            raise ValueError(f"board {p.name}: no PLL support for family {p.family}; set clock_hz = osc_hz")
+        # No add_clock_constraint here: the platform constrains the oscillator pin and nextpnr derives
+        # the PLL output's constraint from it (a constraint on the PLL net is dropped, as its name
+        # does not survive synthesis).
+
+        # Power-on reset: held while the PLL is unlocked and POR_CYCLES after it locks.
+        m.domains.por = cd_por = ClockDomain("por", reset_less=True)
+        m.d.comb += cd_por.clk.eq(ClockSignal("sync"))
+        count = Signal(range(POR_CYCLES + 1))
+        with m.If(~self.locked):
+            m.d.por += count.eq(0)
+        with m.Elif(count != POR_CYCLES):
+            m.d.por += count.eq(count + 1)
+        m.d.comb += cd_sync.rst.eq(count != POR_CYCLES)
+        return m

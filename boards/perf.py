@@ -1,0 +1,138 @@
+"""Derived performance of a build: cycles and seconds per forward pass, signRGE step and MNIST epoch.
+
+Cycle model (stated in every report, docs/boards.md "Performance model"):
+  forward cycles per sample  C_f = ceil(M / (P * u))        M = MACs per sample of the chosen
+                                                             contraction orders (golden), P lanes,
+                                                             u = lane utilisation
+  signRGE step cycles        C_s = B * (N + 1) * C_f + N * ceil(D / P)
+                                   (B samples, the unperturbed and N perturbed forward passes,
+                                   then one update sweep that regenerates N xi words per
+                                   parameter, D parameters, P per cycle)
+  epoch                      ceil(60000 / B) steps; seconds = cycles / Fmax
+  link                       the epoch's images and labels (785 bytes a sample) over the UART
+                             at 10 bits a byte and `link_efficiency` payload/line bytes; reported
+                             alone and added to the compute time (no overlap assumed).
+u defaults to 0.9 (the goal of issue 5) unless a measured value is given (`ttzo sim tt-engine
+--json` reports `lane_utilisation`); a cycle count measured by simulation may replace C_f.
+The golden model's time is measured on this CPU by running its signRGE steps (golden/optim.py)
+on real MNIST batches and extrapolating to an epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform as _platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ttzo.golden.network import mnist_tt
+
+MNIST_TRAIN = 60000
+BYTES_PER_SAMPLE = 784 + 1
+DEFAULT_UTILISATION = 0.9
+DEFAULT_LINK_EFFICIENCY = 0.9
+
+
+@dataclass(frozen=True)
+class Perf:
+    net: str
+    lanes: int
+    fmax_hz: float
+    utilisation: float
+    utilisation_source: str
+    macs_per_sample: int
+    forward_cycles: int
+    step_forward_passes: int
+    step_cycles: int
+    steps_per_epoch: int
+    epoch_cycles: int
+    forward_seconds: float
+    step_seconds: float
+    epoch_compute_seconds: float
+    epoch_link_seconds: float
+    epoch_seconds: float
+    baud: int
+    formula: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, queries: int = 10, baud: int = 3_000_000,
+               utilisation: float | None = None, forward_cycles: int | None = None,
+               link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> Perf:
+    if lanes < 1 or fmax_hz <= 0 or batch < 1 or queries < 1:
+        raise ValueError("lanes, fmax, batch and queries must be positive")
+    u = DEFAULT_UTILISATION if utilisation is None else utilisation
+    if not 0 < u <= 1:
+        raise ValueError(f"lane utilisation {u} outside (0, 1]")
+    net = mnist_tt(rank)
+    macs = net.macs("chosen")
+    if forward_cycles is None:
+        cf, source = math.ceil(macs / (lanes * u)), ("assumed" if utilisation is None else "given")
+    else:
+        cf, source = int(forward_cycles), "measured cycles"
+    passes = batch * (queries + 1)
+    cs = passes * cf + queries * math.ceil(net.n_params / lanes)
+    steps = math.ceil(MNIST_TRAIN / batch)
+    ce = steps * cs
+    compute = ce / fmax_hz
+    link = MNIST_TRAIN * BYTES_PER_SAMPLE * 10 / baud / link_efficiency
+    return Perf(net.name, lanes, fmax_hz, u, source, macs, cf, passes, cs, steps, ce, cf / fmax_hz, cs / fmax_hz,
+                compute, link, compute + link, baud,
+                "C_f = ceil(M/(P*u)); C_s = B*(N+1)*C_f + N*ceil(D/P); epoch = ceil(60000/B)*C_s/Fmax "
+                "+ 60000*785*10/(baud*eff)")
+
+
+def machine() -> str:
+    """CPU model, core count, OS and Python of this machine (for reports)."""
+    cpu = _platform.processor() or _platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {_platform.system()} {_platform.release()}, " \
+           f"Python {_platform.python_version()}"
+
+
+def golden_step_seconds(rank: int = 6, steps: int = 3, batch: int = 64, queries: int = 10,
+                        arith: str = "fixed", data_dir: str | None = None) -> dict:
+    """Seconds per signRGE step of the golden model on this CPU (median of `steps` after one warm-up).
+
+    Uses real MNIST batches when the loader finds them, else random pixels (said in the result).
+    """
+    from ttzo.golden.formats import DEFAULT_CONFIG
+    from ttzo.golden.optim import GoldenStepper, OptimConfig, OptState, initial_phase
+
+    try:
+        from ttzo.golden.mnist import load_mnist
+        data = load_mnist(data_dir or os.environ.get("TTZO_DATA"))
+        X, Y, source = data.train_images, data.train_labels.astype(np.int64), "MNIST"
+    except Exception:  # noqa: BLE001 - timing does not depend on the pixel values
+        rng = np.random.default_rng(0)
+        X = rng.integers(0, 256, (batch * (steps + 1), 784), dtype=np.uint8)
+        Y = rng.integers(0, 10, batch * (steps + 1))
+        source = "random pixels (MNIST not found)"
+    net = mnist_tt(rank)
+    oc = OptimConfig(optimizer="signrge", queries=queries)
+    fixed = DEFAULT_CONFIG if arith == "fixed" else None
+    stepper = GoldenStepper(net, oc, 0, batch, fixed)
+    params = net.init(np.random.default_rng(1))
+    theta = net.flatten(net.quantize(params, fixed)).astype(np.int64) if fixed else net.flatten(params)
+    st = OptState(theta=theta, momentum=np.zeros_like(theta), phase=initial_phase(oc))
+    times, evaluations = [], 0
+    for i in range(steps + 1):
+        sl = slice(i * batch, (i + 1) * batch)
+        t = time.perf_counter()
+        r = stepper.step(st, X[sl], Y[sl], 0)
+        if i:
+            times.append(time.perf_counter() - t)
+            evaluations = r.evaluations
+    per_step = float(np.median(times))
+    epoch_steps = math.ceil(MNIST_TRAIN / batch)
+    return {"arith": arith, "rank": rank, "batch": batch, "queries": queries, "steps_timed": steps,
+            "evaluations_per_step": evaluations, "step_seconds": per_step,
+            "epoch_seconds": per_step * epoch_steps, "data": source, "machine": machine()}

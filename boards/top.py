@@ -1,0 +1,125 @@
+"""Per-board top level: PLL clock + UART pins around a core taken from a registry.
+
+A *core* is a `wiring.Component` with two byte streams, `rx: In(stream.Signature(8))` (bytes
+from the host) and `tx: Out(stream.Signature(8))` (bytes to the host); the board top adds the
+clock domain (boards.clocking), the UART (boards.uart_shell) and the pins, so any core builds on
+any board with three I/Os (clock, rx, tx).  A core that drives the UART pins itself (the link
+top of rtl/link_top.py) registers with `pins=("rx", "tx")`, the names of its 1-bit `In`/`Out`
+pin members; it then gets the pins and the clock domain only.
+
+Registered cores:
+  stand-in   boards.datapath.RepresentativeDatapath sized by boards.sizing (default until the
+             real top exists);
+  link       rtl/link_top.LinkTop with its UART PHY (command processor, region memories and the
+             stub engine today; the integrated engines once the lead swaps them in);
+  engine     a byte-stream core `board_core(lanes, plan, cfg)` from rtl/tt_network.py, once it exists.
+To add one: `register_core("name", factory, pins=None, help="...")` where
+`factory(profile, plan, cfg) -> Component`.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+
+from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
+from ttzo.golden.network import mnist_tt
+
+from .clocking import BoardClock
+from .datapath import RepresentativeDatapath
+from .profiles import BoardProfile
+from .sizing import MemoryPlan, largest_rank, memory_plan
+from .uart_shell import UartShell
+
+CoreFactory = Callable[[BoardProfile, MemoryPlan, FixedConfig], wiring.Component]
+
+
+@dataclass(frozen=True)
+class CoreEntry:
+    name: str
+    factory: CoreFactory
+    pins: tuple[str, str] | None
+    help: str
+
+
+CORES: dict[str, CoreEntry] = {}
+
+
+def register_core(name: str, factory: CoreFactory, *, pins: tuple[str, str] | None = None, help: str = "") -> None:
+    CORES[name] = CoreEntry(name, factory, pins, help)
+
+
+def _stand_in(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
+    return RepresentativeDatapath(plan, cfg, use_spram=profile.capacity.spram > 0)
+
+
+def _optional(module: str, attr: str, what: str) -> Callable:
+    """Import rtl.<module>.<attr> on use, with a clear error while that module does not exist yet."""
+    def load():
+        try:
+            return getattr(importlib.import_module(f"ttzo.rtl.{module}"), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"core {what!r} needs ttzo.rtl.{module}.{attr}, which is not available yet "
+                             f"({exc}); build with --core stand-in") from exc
+    return load
+
+
+def _engine_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
+    # Expected: a byte-stream component from rtl/tt_network.py sized by lanes and memory maxima.
+    build = _optional("tt_network", "board_core", "engine")()
+    return build(lanes=plan.lanes, plan=plan, cfg=cfg)
+
+
+def _link_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
+    link_top = _optional("link_top", "LinkTop", "link")()
+    identify = _optional("link_top", "small_identify", "link")()
+    return link_top(identify(clock_hz=int(profile.clock_hz), uart_divisor=profile.uart_divisor), phy="uart")
+
+
+register_core("stand-in", _stand_in,
+              help="P MAC lanes + the memory plan's RAMs behind a byte-command shell (resource/timing proxy)")
+register_core("engine", _engine_factory, help="TT network engine (rtl/tt_network.py: board_core)")
+register_core("link", _link_factory, pins=("rx", "tx"),
+              help="UART link + command processor + region memories (+ engines) of rtl/link_top.py")
+
+
+def design_rank(profile: BoardProfile, rank: int | None = None) -> int:
+    """The MNIST TT rank the memories are sized for: `rank`, or the largest that fits the board."""
+    if rank is not None:
+        if rank < 1:
+            raise ValueError(f"--rank {rank}: must be >= 1")
+        return rank
+    r = largest_rank(profile)
+    if r == 0:
+        raise ValueError(f"board {profile.name}: not even MNIST rank 1 fits with P={profile.lanes}")
+    return r
+
+
+class BoardTop(Elaboratable):
+    """Clock, UART pins and one registered core."""
+
+    def __init__(self, profile: BoardProfile, core: str = "stand-in", rank: int | None = None,
+                 cfg: FixedConfig = DEFAULT_CONFIG) -> None:
+        if core not in CORES:
+            raise ValueError(f"unknown core {core!r}; registered cores: {', '.join(CORES)}")
+        self.profile, self.entry, self.cfg = profile, CORES[core], cfg
+        self.rank = design_rank(profile, rank)
+        self.plan = memory_plan(mnist_tt(self.rank), profile.lanes, profile.batch, cfg)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.clock = BoardClock(self.profile)
+        uart = platform.request("uart", 0)
+        m.submodules.core = core = self.entry.factory(self.profile, self.plan, self.cfg)
+        if self.entry.pins:
+            rx, tx = (getattr(core, n) for n in self.entry.pins)
+            m.d.comb += [rx.eq(uart.rx.i), uart.tx.o.eq(tx)]
+        else:
+            m.submodules.uart = shell = UartShell(self.profile.uart_divisor)
+            m.d.comb += [shell.rx_pin.eq(uart.rx.i), uart.tx.o.eq(shell.tx_pin)]
+            wiring.connect(m, shell.rx, core.rx)
+            wiring.connect(m, core.tx, shell.tx)
+        return m

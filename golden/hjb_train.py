@@ -1,0 +1,250 @@
+"""Training loop of the HJB-20 PINN: ZO-signRGE (BP-free), hybrid, or a first-order baseline.
+
+Every step draws `points` fresh uniform collocation points (the authors use 100), builds the
+estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directions; FD: the
++-h e_i stencil) and minimises the mean squared HJB residual.
+
+* signrge: theta <- theta - lr * sign(g), g the central-difference RGE of B's golden/zo.py
+  with N directions of radius mu (paper: mu = 0.1, N = 10), directions from the hardware PRNG;
+* hybrid:  signrge for `switch` steps, then ZO-CGE on a random coordinate subset with momentum
+  (the paper's fine-tuning stage; expensive, d + 1 evaluations per full sweep);
+* fo:      Adam on the exact gradient of the same (SG/MC/FD) loss by float autodiff (jax, an
+  optional extra), i.e. the paper's Table 4 "FO + estimator" rows.
+
+The learning rate decays exponentially from `lr` to `lr_final` over the run.  Outputs in
+`out/`: metrics.json (config, per-log rows, final figures, wall time, machine), checkpoint.npz
+(theta, step; `--resume` continues from it) and diagonal.png (u along x_i = t = s against the
+exact solution).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import hjb
+from .formats import PINN_CONFIG, FixedConfig
+
+OPTIMIZERS = ("signrge", "hybrid", "fo")
+ARITHS = ("float", "fixed")
+
+
+@dataclass
+class HJBTrainConfig:
+    estimator: str = "sg"
+    optimizer: str = "signrge"
+    arith: str = "float"
+    net: str = "tt"
+    steps: int = 2000
+    points: int = 100          # collocation points per step
+    lr: float = 2e-3
+    lr_final: float = 2e-5
+    mu: float = 0.1
+    mu_is_radius: bool = True  # mu is the radius |mu xi| (xi ~ N(0, I/d)); False: per-entry (xi ~ N(0, I))
+    queries: int = 10          # N
+    central: bool = True
+    perturbation: str = "gaussian"
+    switch: int = 0            # hybrid: step at which signRGE hands over to CGE (0: 80% of steps)
+    cge_fraction: float = 0.02
+    cge_lr: float = 1e-3
+    momentum: float = 0.9
+    seed: int = 0
+    val_points: int = 10000
+    log_every: int = 10
+    ckpt_every: int = 50
+    dtype: str = "float32"     # network dtype of the training loss (validation is float64)
+    f64_from: float = 0.75     # fraction of the steps after which the loss switches to float64
+    fixed_config: dict = field(default_factory=lambda: hjb.HJB_FIXED_CONFIG.to_dict())
+    fixed_sine: str = "interp"  # "table" (the contract's plain table sine) or "interp" (linear interpolation)
+
+    def validate(self) -> None:
+        if self.estimator not in hjb.ESTIMATORS:
+            raise ValueError(f"estimator {self.estimator!r}: choose from {hjb.ESTIMATORS}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: choose from {OPTIMIZERS}")
+        if self.arith not in ARITHS:
+            raise ValueError(f"arith {self.arith!r}: choose from {ARITHS}")
+        if self.fixed_sine not in hjb.SINE_MODES:
+            raise ValueError(f"fixed_sine {self.fixed_sine!r}: choose from {hjb.SINE_MODES}")
+        if self.steps < 0 or self.points < 1 or self.queries < 1 or self.val_points < 1:
+            raise ValueError("steps >= 0, points >= 1, queries >= 1 and val_points >= 1 are required")
+        if not (self.lr > 0 and self.lr_final > 0 and self.mu > 0):
+            raise ValueError("lr, lr_final and mu must be positive")
+        if self.optimizer == "fo" and self.arith == "fixed":
+            raise ValueError("the first-order baseline runs in float only (--arith float)")
+
+
+def lr_at(cfg: HJBTrainConfig, step: int, base: float | None = None) -> float:
+    base = cfg.lr if base is None else base
+    if cfg.steps <= 1:
+        return base
+    return base * (cfg.lr_final / cfg.lr) ** (step / (cfg.steps - 1))
+
+
+def machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Model wrappers
+# ------------------------------------------------------------------------------------------------
+
+def make_model(cfg: HJBTrainConfig, net):
+    if cfg.arith == "fixed":
+        return hjb.FixedHJB(net, FixedConfig.from_dict(cfg.fixed_config), sine=cfg.fixed_sine)
+    return hjb.FloatHJB(net, np.float32 if cfg.dtype == "float32" else np.float64)
+
+
+def step_rule(cfg: HJBTrainConfig, rng: np.random.Generator):
+    return hjb.estimator_factors(cfg.estimator, rng)
+
+
+def diagonal_plot(path: Path, model, params, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s = np.linspace(0.0, 1.0, 101)
+    xt = np.repeat(s[:, None], hjb.D, axis=1)
+    u = model.u(params, xt)
+    ex = hjb.exact_u(xt)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(s, ex, "k-", label="exact |x|_1 + 1 - t")
+    a1.plot(s, u, "r--", label="network")
+    a1.set_xlabel("s  (x_i = t = s)")
+    a1.set_ylabel("u")
+    a1.legend()
+    a2.plot(s, u - ex, "b-")
+    a2.set_xlabel("s")
+    a2.set_ylabel("u - exact")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or continue) a training; returns the final metrics dictionary (also in out/metrics.json)."""
+    cfg.validate()
+    from . import zo
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    net = hjb.make_net(cfg.net)
+    model = make_model(cfg, net)
+    rng_init = np.random.default_rng(cfg.seed)
+    theta = net.flatten(hjb.init_params(net, rng_init))
+    val_xt = hjb.sample_points(np.random.default_rng(cfg.seed + 10_000), cfg.val_points)
+    rows: list[dict] = []
+    start_step, evals, wall0 = 0, 0, 0.0
+    ck = out / "checkpoint.npz"
+    velocity = np.zeros_like(theta)
+    adam = None
+    if resume and ck.exists():
+        z = np.load(ck, allow_pickle=False)
+        if z["theta"].shape != theta.shape:
+            raise ValueError(f"{ck}: checkpoint has {z['theta'].shape[0]} parameters, the network {theta.size}")
+        theta = z["theta"].copy()
+        velocity = z["velocity"].copy()
+        start_step, evals, wall0 = int(z["step"]), int(z["evals"]), float(z["wall"])
+        old = out / "metrics.json"
+        if old.exists():
+            rows = json.loads(old.read_text()).get("log", [])
+        log(f"resumed from {ck} at step {start_step}")
+    switch = cfg.switch or int(0.8 * cfg.steps)
+    # the perturbation radius: |mu_eff xi| = mu for xi ~ N(0, I_d) when mu is a radius
+    mu_eff = cfg.mu / np.sqrt(theta.size) if cfg.mu_is_radius else cfg.mu
+    t0 = time.time() - wall0
+    val_float = hjb.FloatHJB(net, np.float64)
+    fo = None
+    if cfg.optimizer == "fo":
+        from . import hjb_fo
+        fo = hjb_fo.FOTrainer(net, cfg)
+        if resume and ck.exists() and "adam_m" in np.load(ck).files:
+            z = np.load(ck)
+            fo.load_state(z["adam_m"], z["adam_v"], int(z["step"]))
+
+    def evaluate(step: int, loss0: float) -> dict:
+        params = net.unflatten(theta)
+        row = {"step": step, "loss": loss0, "val_mse": model.val_mse(params, val_xt) if cfg.arith == "float"
+               else model.val_mse(params, val_xt[:1000]),
+               "lr": lr_at(cfg, step), "evals": evals, "wall_s": round(time.time() - t0, 1)}
+        if cfg.arith == "fixed":
+            row["val_mse_float"] = val_float.val_mse(params, val_xt)
+        return row
+
+    def save(step: int) -> None:
+        extra = {}
+        if fo is not None:
+            extra = {"adam_m": fo.m, "adam_v": fo.v}
+        tmp = out / "checkpoint.tmp.npz"
+        np.savez(tmp, theta=theta, velocity=velocity, step=step, evals=evals, wall=time.time() - t0, **extra)
+        os.replace(tmp, ck)
+
+    def write(final: dict | None = None) -> dict:
+        doc = {"config": asdict(cfg), "net": net.describe(), "machine": machine(), "log": rows}
+        if final:
+            doc["final"] = final
+        (out / "metrics.json").write_text(json.dumps(doc, indent=1))
+        return doc
+
+    loss0 = float("nan")
+    for step in range(start_step, cfg.steps):
+        rng = np.random.default_rng([cfg.seed, step])
+        xt = hjb.sample_points(rng, cfg.points)
+        fac = step_rule(cfg, rng)
+        if cfg.arith == "float" and cfg.dtype == "float32" and step >= int(cfg.f64_from * cfg.steps):
+            model = val_float  # late steps: float64 loss (float32 rounding is amplified ~1e4 by the Laplacian)
+        if cfg.optimizer == "fo":
+            loss0, g = fo.loss_and_grad(theta, xt, fac)
+            theta = fo.update(theta, g, lr_at(cfg, step))
+            evals += 3 * fac.count * cfg.points  # forward + backward ~ 3 forwards
+        else:
+            loss = model.batched_loss(xt, fac)
+            if cfg.optimizer == "signrge" or step < switch:
+                xi = zo.directions(cfg.seed, step, cfg.queries, theta.size, cfg.perturbation)
+                est = zo.sign_rge(loss, theta, mu_eff, xi, central=cfg.central)
+                theta = theta - lr_at(cfg, step) * est.grad
+            else:
+                coords = zo.sample_coordinates(cfg.seed, step, theta.size, cfg.cge_fraction)
+                est = zo.cge(loss, theta, mu_eff, coords)
+                velocity = cfg.momentum * velocity + est.grad
+                theta = theta - lr_at(cfg, step, cfg.cge_lr) * velocity
+            loss0 = est.loss0
+            evals += est.evaluations * cfg.points
+        if not np.all(np.isfinite(theta)):
+            raise FloatingPointError(f"parameters became non-finite at step {step}")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            rows.append(evaluate(step + 1, loss0))
+            if progress:
+                r = rows[-1]
+                log(f"step {r['step']:6d}  loss {r['loss']:.4e}  val_mse {r['val_mse']:.4e}  lr {r['lr']:.2e}  "
+                    f"{r['wall_s']:.0f}s")
+            write()
+        if (step + 1) % cfg.ckpt_every == 0:
+            save(step + 1)
+    save(cfg.steps)
+    params = net.unflatten(theta)
+    final = {"val_mse": val_float.val_mse(params, val_xt), "steps": cfg.steps, "evaluations": evals,
+             "wall_s": round(time.time() - t0, 1), "params": net.n_params}
+    # the trained network evaluated the way hardware will: PINN_CONFIG with the plain table sine,
+    # and the wide HJB config with the interpolated sine (forward only, 2,000 validation points)
+    for key, fcfg, sine in (("val_mse_fixed_pinn_table", PINN_CONFIG, "table"),
+                            ("val_mse_fixed_hjb_interp", hjb.HJB_FIXED_CONFIG, "interp")):
+        fx = hjb.FixedHJB(net, fcfg, sine=sine)
+        final[key] = fx.val_mse(params, val_xt[:2000])
+        final[key + "_saturated"] = sum(v["saturated"] for v in fx.counter.report().values())
+    final["val_mse_float_2000"] = val_float.val_mse(params, val_xt[:2000])
+    diagonal_plot(out / "diagonal.png", val_float, params,
+                  f"HJB-20 {cfg.optimizer}+{cfg.estimator} ({cfg.arith}), val MSE {final['val_mse']:.2e}")
+    write(final)
+    return final

@@ -1,0 +1,292 @@
+"""The MNIST training loop: epochs of shuffled batches, metrics, checkpoints, bit-exact resume.
+
+`train_mnist(TrainConfig(...))` runs one optimizer (golden/optim.py) on the paper's TT-MLP,
+float or fixed point, and writes into `out`:
+  config.json, metrics.json + metrics.csv (one row per epoch: loss, running train accuracy of
+  the unperturbed model on the epoch's batches, test loss/accuracy, forward evaluations and
+  sample-forwards so far, wall time), curve.png (learning curve), checkpoint.npz (latest, also
+  written on Ctrl-C mid-epoch) and checkpoint-eNNN.npz (end of each epoch).
+A checkpoint holds the parameters, optimizer state (momentum, PRNG step counter, hybrid phase),
+the data-order RNG state at the start of the current epoch, the next batch index and the
+epoch's running sums, so `resume` continues exactly where the run stopped: same bits.
+The step itself is behind `optim.Stepper`, so a board backend can replace the golden step.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .formats import DEFAULT_CONFIG, FixedConfig
+from .network import mnist_tt
+from .optim import GoldenStepper, OptimConfig, OptState, Stepper, end_of_epoch, initial_phase
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class TrainConfig:
+    arith: str = "fixed"
+    rank: int = 6
+    epochs: int = 1
+    seed: int = 0
+    batch: int = 64
+    out: str = "runs/mnist"
+    data: str | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    formats: dict | None = None      # FixedConfig.to_dict(); None = DEFAULT_CONFIG
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optim, dict):
+            self.optim = OptimConfig(**self.optim)
+        if self.arith not in ("float", "fixed"):
+            raise ValueError(f"arith {self.arith!r}: use 'float' or 'fixed'")
+        for name in ("rank", "epochs", "batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    def fixed_config(self) -> FixedConfig | None:
+        if self.arith != "fixed":
+            return None
+        return FixedConfig.from_dict(self.formats) if self.formats else DEFAULT_CONFIG
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["optim"] = self.optim.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training config fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    metrics: list[dict]
+    theta: np.ndarray
+    interrupted: bool = False
+
+    @property
+    def final(self) -> dict:
+        return self.metrics[-1] if self.metrics else {}
+
+
+def machine() -> str:
+    return f"{platform.node()}: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}, numpy {np.__version__}"
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, st: OptState, epoch: int, batch_index: int, rng_state: dict, sums: dict,
+                    counters: dict, metrics: list[dict], config: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, theta=st.theta, momentum=st.momentum, step=st.step, epoch=epoch, batch_index=batch_index,
+             meta=json.dumps({"phase": st.phase, "best_loss": st.best_loss, "bad_epochs": st.bad_epochs,
+                              "switch_epoch": st.switch_epoch, "rng_state": rng_state, "sums": sums,
+                              "counters": counters, "metrics": metrics, "config": config.to_dict()}))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    with np.load(path) as z:
+        try:
+            meta = json.loads(str(z["meta"]))
+            ck = {k: z[k] for k in ("theta", "momentum", "step", "epoch", "batch_index")}
+        except KeyError as exc:
+            raise ValueError(f"{path}: not a ttzo training checkpoint (missing {exc})") from None
+    ck.update(meta)
+    return ck
+
+
+# --- outputs ----------------------------------------------------------------------------------------
+def write_metrics(out: Path, config: TrainConfig, metrics: list[dict], extra: dict) -> None:
+    doc = {"config": config.to_dict(), "machine": machine(), "epochs": metrics, **extra}
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    if metrics:
+        with open(out / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(metrics[0]))
+            w.writeheader()
+            w.writerows(metrics)
+
+
+def plot_curve(out: Path, metrics: list[dict], title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not metrics:
+        return
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ev = [m["evaluations"] for m in metrics]
+    ax[0].plot([m["epoch"] + 1 for m in metrics], [m["train_loss"] for m in metrics], "o-", label="train loss")
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("loss")
+    ax[0].legend()
+    ax[1].semilogx(ev, [100 * m["test_acc"] for m in metrics], "o-", label="test")
+    ax[1].semilogx(ev, [100 * m["train_acc"] for m in metrics], "s--", label="train (running)")
+    ax[1].set_xlabel("forward evaluations")
+    ax[1].set_ylabel("accuracy %")
+    ax[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+    plt.close(fig)
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: bool = True,
+                stepper: Stepper | None = None, stop_after: int | None = None,
+                log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train the TT-MLP on MNIST as configured; `resume` continues from config.out/checkpoint.npz.
+
+    `data`: an object with train_images/train_labels/test_images/test_labels (default: load_mnist).
+    `stop_after`: stop (as on Ctrl-C, leaving a checkpoint) after this many steps of this call (tests).
+    """
+    out = Path(config.out)
+    ck = None
+    if resume:
+        ck = load_checkpoint(out / CHECKPOINT)
+        saved = TrainConfig.from_dict(ck["config"])
+        saved.epochs = max(saved.epochs, config.epochs) if config.epochs else saved.epochs
+        saved.out, saved.data = config.out, config.data or saved.data
+        config = saved
+    if config.arith == "fixed" and not config.formats:
+        config.formats = DEFAULT_CONFIG.to_dict()  # record the formats used, so a resume uses the same
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if data is None:
+        from .mnist import load_mnist
+        data = load_mnist(config.data)
+    Xtr, Ytr = data.train_images, data.train_labels.astype(np.int64)
+    Xte, Yte = data.test_images, data.test_labels.astype(np.int64)
+    if config.train_samples:
+        Xtr, Ytr = Xtr[:config.train_samples], Ytr[:config.train_samples]
+    if config.test_samples:
+        Xte, Yte = Xte[:config.test_samples], Yte[:config.test_samples]
+
+    net = mnist_tt(config.rank)
+    fixed = config.fixed_config()
+    oc = config.optim
+    golden = GoldenStepper(net, oc, config.seed, config.batch, fixed)
+    golden.check_schedule(config.epochs)
+    stepper = stepper or golden
+    rng = np.random.default_rng(config.seed)
+    if ck is None:
+        params = net.init(np.random.default_rng([config.seed, 1]))
+        theta = net.flatten(net.quantize(params, fixed)).astype(np.int64) if fixed else net.flatten(params)
+        st = OptState(theta=theta, momentum=np.zeros_like(theta), phase=initial_phase(oc))
+        epoch, batch_index, metrics = 0, 0, []
+        sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        counters = {"evaluations": 0, "sample_forwards": 0, "steps": 0, "seconds": 0.0}
+        rng_state = rng.bit_generator.state
+    else:
+        st = OptState(theta=ck["theta"], momentum=ck["momentum"], step=int(ck["step"]), phase=ck["phase"],
+                      best_loss=float(ck["best_loss"]), bad_epochs=int(ck["bad_epochs"]),
+                      switch_epoch=ck["switch_epoch"])
+        epoch, batch_index = int(ck["epoch"]), int(ck["batch_index"])
+        sums, counters, metrics, rng_state = ck["sums"], ck["counters"], ck["metrics"], ck["rng_state"]
+
+    n = len(Ytr)
+    nb = (n + config.batch - 1) // config.batch
+    title = f"{config.arith} {oc.optimizer} r={config.rank} seed={config.seed}"
+    interrupted = False
+    steps_this_call = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=config.epochs * nb, initial=epoch * nb + batch_index, desc=title, unit="step",
+                   dynamic_ncols=True)
+
+    def checkpoint(ep: int, bi: int) -> None:
+        save_checkpoint(out / CHECKPOINT, st, ep, bi, rng_state, sums, counters, metrics, config)
+
+    try:
+        while epoch < config.epochs:
+            rng.bit_generator.state = rng_state
+            perm = rng.permutation(n)
+            next_state = rng.bit_generator.state
+            t_epoch = time.perf_counter()
+            while batch_index < nb:
+                if stop_after is not None and steps_this_call >= stop_after:
+                    raise KeyboardInterrupt
+                idx = perm[batch_index * config.batch:(batch_index + 1) * config.batch]
+                before = (st.theta, st.momentum, st.step)
+                try:
+                    r = stepper.step(st, Xtr[idx], Ytr[idx], epoch)
+                except KeyboardInterrupt:
+                    st.theta, st.momentum, st.step = before  # steps replace arrays, never edit them in place
+                    raise
+                batch_index += 1
+                steps_this_call += 1
+                sums["loss"] += r.loss * len(idx)
+                sums["correct"] += r.correct
+                sums["seen"] += len(idx)
+                counters["evaluations"] += r.evaluations
+                counters["sample_forwards"] += r.evaluations * len(idx)
+                counters["steps"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    if batch_index % 20 == 0:
+                        bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['seen']):.3f}",
+                                        acc=f"{sums['correct'] / max(1, sums['seen']):.3f}", phase=st.phase)
+            dt = time.perf_counter() - t_epoch
+            sums["seconds"] += dt
+            counters["seconds"] += dt
+            t_eval = time.perf_counter()
+            test_loss, test_acc = golden.evaluate(st.theta, Xte, Yte)
+            row = {"epoch": epoch, "phase": st.phase, "lr": golden.phase_lr(st, epoch),
+                   "train_loss": sums["loss"] / max(1, sums["seen"]),
+                   "train_acc": sums["correct"] / max(1, sums["seen"]),
+                   "test_loss": test_loss, "test_acc": test_acc,
+                   "evaluations": counters["evaluations"], "sample_forwards": counters["sample_forwards"],
+                   "steps": counters["steps"], "train_seconds": sums["seconds"],
+                   "wall_seconds": counters["seconds"] + (time.perf_counter() - t_eval)}
+            counters["seconds"] += time.perf_counter() - t_eval
+            metrics.append(row)
+            end_of_epoch(oc, st, epoch, row["train_loss"])
+            epoch += 1
+            batch_index = 0
+            sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            rng_state = next_state
+            checkpoint(epoch, 0)
+            save_checkpoint(out / f"checkpoint-e{epoch:03d}.npz", st, epoch, 0, rng_state, sums, counters,
+                            metrics, config)
+            write_metrics(out, config, metrics, {"switch_epoch": st.switch_epoch})
+            plot_curve(out, metrics, title)
+            if log is not None:
+                log(row)
+            if bar is not None:
+                bar.write(f"epoch {epoch}: loss {row['train_loss']:.4f} train {100 * row['train_acc']:.2f}% "
+                          f"test {100 * test_acc:.2f}% evals {row['evaluations']} ({row['wall_seconds']:.0f} s)")
+    except KeyboardInterrupt:
+        interrupted = True
+        checkpoint(epoch, batch_index)
+        write_metrics(out, config, metrics, {"switch_epoch": st.switch_epoch, "interrupted_at":
+                                             {"epoch": epoch, "batch": batch_index}})
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(out, metrics, st.theta, interrupted)
+
+
+def install_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so a killed run also leaves its checkpoint."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -1,0 +1,101 @@
+"""`ttzo train mnist`: train the TT-MLP with a zeroth-order (or first-order) optimizer on the golden model.
+
+Engineer C adds `ttzo train hjb` to the same group from its own module.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ttzo.host.cli import group
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    g = group(sub, "train", help="train a network with zeroth-order optimizers (golden model)")
+    p = g.add_parser("mnist", help="train the paper's TT-MLP on MNIST (float or bit-exact fixed point)",
+                     description="Train the paper's TT-MLP (784-1024-10, TT rank R) on MNIST with ZO-RGE, "
+                                 "ZO-signRGE, ZO-CGE, the hybrid (signRGE then CGE) or the first-order baseline. "
+                                 "Writes metrics.json/csv, curve.png and a checkpoint each epoch into --out.")
+    p.add_argument("--arith", choices=["float", "fixed"], default="fixed")
+    p.add_argument("--optimizer", choices=["fo", "rge", "signrge", "cge", "hybrid"], default="hybrid")
+    p.add_argument("--rank", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to run (default 1; with --resume: keep)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory (required unless --resume)")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
+    p.add_argument("--data", default=None, help="MNIST directory (default: $TTZO_DATA, cache or shared copy)")
+    p.add_argument("--train-samples", type=int, default=None, help="use the first N training images")
+    p.add_argument("--test-samples", type=int, default=None, help="use the first N test images")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="signRGE/RGE step (default 0.005); FO lr with fo")
+    p.add_argument("--mu", type=float, default=0.1, help="signRGE/RGE smoothing (default 0.1)")
+    p.add_argument("--queries", type=int, default=10, help="perturbations N per step (default 10)")
+    p.add_argument("--perturbation", choices=["rademacher", "gaussian"], default="rademacher")
+    p.add_argument("--central", action="store_true", help="central (antithetic) differences, 2N+1 evaluations")
+    p.add_argument("--cge-lr", type=float, default=0.001)
+    p.add_argument("--cge-mu", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--cge-fraction", type=float, default=1.0,
+                   help="probability a coordinate is visited per CGE step (authors' grad_sparsity 0.5 = 0.5)")
+    p.add_argument("--lr-decay", type=float, default=0.9)
+    p.add_argument("--lr-decay-every", type=int, default=10)
+    sw = p.add_mutually_exclusive_group()
+    sw.add_argument("--switch-epoch", type=int, default=None, help="hybrid: switch to CGE at this epoch")
+    sw.add_argument("--patience", type=int, default=None,
+                    help="hybrid: switch when the train loss has not improved for P epochs (default 2)")
+    p.add_argument("--formats", default=None, help="JSON file with a FixedConfig (default formats otherwise)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=run)
+    q = g.add_parser("plot", help="learning-curve figure comparing finished runs (accuracy vs forward evaluations)")
+    q.add_argument("runs", nargs="+", help="output directories of `ttzo train mnist`")
+    q.add_argument("--out", required=True, help="PNG file to write")
+    q.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from ttzo.golden.curves import plot_runs
+    print(plot_runs(args.runs, args.out))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ttzo.golden.optim import OptimConfig
+    from ttzo.golden.train import TrainConfig, install_sigterm, train_mnist
+    install_sigterm()
+    if args.resume:
+        cfg = TrainConfig(out=args.resume, data=args.data, epochs=args.epochs or 1)
+        res = train_mnist(cfg, resume=True, progress=not args.no_progress)
+    else:
+        if not args.out:
+            print("ttzo train mnist: error: --out DIR is required (or --resume DIR)", file=sys.stderr)
+            return 2
+        lr = args.lr
+        oc = OptimConfig(optimizer=args.optimizer, lr=lr if lr is not None and args.optimizer != "fo" else 0.005,
+                         fo_lr=lr if lr is not None and args.optimizer == "fo" else 0.05,
+                         mu=args.mu, queries=args.queries, perturbation=args.perturbation, central=args.central,
+                         cge_lr=args.cge_lr, cge_mu=args.cge_mu, momentum=args.momentum,
+                         cge_fraction=args.cge_fraction, lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every,
+                         switch_epoch=args.switch_epoch,
+                         patience=args.patience if args.patience is not None or args.switch_epoch is not None else 2)
+        formats = None
+        if args.formats:
+            from pathlib import Path
+            try:
+                formats = json.loads(Path(args.formats).read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{args.formats}: not valid JSON: {exc}") from None
+        cfg = TrainConfig(arith=args.arith, rank=args.rank, epochs=args.epochs or 1, seed=args.seed,
+                          batch=args.batch, out=args.out, data=args.data, train_samples=args.train_samples,
+                          test_samples=args.test_samples, optim=oc, formats=formats)
+        res = train_mnist(cfg, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"out": str(res.out), "interrupted": res.interrupted, "final": res.final}, indent=2))
+    else:
+        f = res.final
+        if f:
+            print(f"{res.out}: epoch {f['epoch'] + 1} test accuracy {100 * f['test_acc']:.2f}% "
+                  f"({f['evaluations']} forward evaluations, {f['wall_seconds']:.0f} s)"
+                  + (" [interrupted; resume with --resume]" if res.interrupted else ""))
+    return 130 if res.interrupted else 0

@@ -1,0 +1,61 @@
+"""`ttzo train hjb`: train the HJB-20 PINN BP-free (ZO-signRGE / hybrid) or with the FO baseline."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ttzo.host.cli import group
+    g = group(sub, "train", help="train a network with the golden model (zeroth-order or first-order)")
+    p = g.add_parser("hjb", help="the 20-dim HJB PINN (paper section 5.2)",
+                     description="Train the 20-dim HJB PINN: loss by a sparse-grid (sg) or Monte Carlo (mc) "
+                                 "Stein estimator or finite differences (fd); ZO-signRGE, hybrid (signRGE then "
+                                 "CGE) or a first-order baseline (fo, needs jax). Writes metrics.json, "
+                                 "checkpoint.npz and diagonal.png to --out.")
+    p.add_argument("--estimator", choices=["sg", "mc", "fd"], default="sg")
+    p.add_argument("--optimizer", choices=["fo", "signrge", "hybrid"], default="signrge")
+    p.add_argument("--arith", choices=["float", "fixed"], default="float")
+    p.add_argument("--net", default="tt", help="tt (7,745 params), fc3-768, fc3-78 or fc2-320")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--points", type=int, default=8, help="collocation points per step (authors: 100)")
+    p.add_argument("--lr", type=float, default=3e-3, help="initial learning rate")
+    p.add_argument("--lr-final", type=float, default=3e-5, help="learning rate at the last step (exp. decay)")
+    p.add_argument("--mu", type=float, default=0.1, help="ZO perturbation radius (paper 0.1)")
+    p.add_argument("--mu-per-entry", action="store_true",
+                   help="perturb every parameter by mu * N(0,1) (default: mu is the radius of the whole "
+                        "perturbation, i.e. mu / sqrt(d) per entry)")
+    p.add_argument("--queries", type=int, default=10, help="ZO directions N per step (paper 10)")
+    p.add_argument("--forward-difference", action="store_true", help="RGE with forward instead of central "
+                                                                      "differences (N + 1 instead of 2N + 1 losses)")
+    p.add_argument("--switch", type=int, default=0, help="hybrid: step of the switch to CGE (0: 80%% of steps)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--f64-from", type=float, default=0.75, help="fraction of steps after which the float "
+                                                                 "loss uses float64")
+    p.add_argument("--sine", choices=["interp", "table"], default="interp",
+                   help="fixed point: linearly interpolated table sine (default) or the plain table")
+    p.add_argument("--val-points", type=int, default=10000)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ttzo.golden.hjb_train import HJBTrainConfig, train_hjb
+    cfg = HJBTrainConfig(estimator=args.estimator, optimizer=args.optimizer, arith=args.arith, net=args.net,
+                         steps=args.steps, points=args.points, lr=args.lr, lr_final=args.lr_final, mu=args.mu,
+                         queries=args.queries, mu_is_radius=not args.mu_per_entry, central=not args.forward_difference, switch=args.switch,
+                         dtype=args.dtype, f64_from=args.f64_from, val_points=args.val_points,
+                         log_every=args.log_every, seed=args.seed,
+                         fixed_sine=args.sine)
+    final = train_hjb(cfg, args.out, resume=args.resume, progress=not args.json,
+                      log=lambda s: print(s, flush=True))
+    if args.json:
+        print(json.dumps(final, indent=2))
+    else:
+        print(f"final validation MSE {final['val_mse']:.3e} after {final['steps']} steps, {final['wall_s']:.0f} s; "
+              f"outputs in {args.out}")
+    return 0

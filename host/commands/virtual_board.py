@@ -1,0 +1,34 @@
+"""`ttzo virtual-board --port N`: serve the simulated board (cocotb + Verilator) on a local TCP port.
+
+Then `--port socket://127.0.0.1:N` works with every host command (e.g. `ttzo board identify`).
+The served design is the standalone link design (command processor, memories, stub engine)
+until the integration registers the full top level here.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("virtual-board", help="serve the simulated board on a local TCP port",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0: any free one; default 5555)")
+    p.add_argument("--phy", choices=["stream", "uart"], default="stream",
+                   help="stream: the command processor's byte stream (fast, default); uart: bit-level UART pins")
+    p.add_argument("--max-payload", type=int, default=1024, help="frame payload limit of the design (default 1024)")
+    p.add_argument("--uart-divisor", type=int, default=8, help="clocks per UART bit in --phy uart (default 8)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ttzo.sim.link_model import default_identify
+    from ttzo.sim.virtual_board import serve
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} outside 0..65535")
+    if args.uart_divisor < 4:
+        raise ValueError(f"--uart-divisor {args.uart_divisor} must be at least 4")
+    from ttzo.sim.virtual_board import CLOCK_NS
+    ident = default_identify(max_payload=args.max_payload, uart_divisor=args.uart_divisor, name="ttzo-virtual",
+                             clock_hz=10**9 // CLOCK_NS)
+    serve(ident, args.port, args.phy)
+    return 0

@@ -1,0 +1,373 @@
+"""Command processor: decodes request frames, checks them, executes them, encodes the reply.
+
+Byte-stream ports (`i` line bytes in, `o` line bytes out with `last` on each frame's closing END)
+in lib.stream form, so a UART (rtl/uart.py) or a DMA stream (e.g. an XDMA AXI-Stream channel)
+attaches unchanged.  A request is buffered whole before anything is executed, so a frame that
+fails any check changes no memory, register or operation state (docs/protocol.md).
+
+Engine interface (what the integration wires to the compute engines):
+
+* ``mem_<region>`` per region of the identify record: word ports ``w_addr, w_data, w_en`` (write)
+  and ``r_addr -> r_data`` (read, data one cycle after the address, like a lib.memory read port
+  with transparent_for=()).  Words are little-endian groups of the region's width (8, 16 or 32).
+* ``config``: the configuration register file (n_config x 32 bit), written by CONFIGURE, cleared
+  by RESET.  ``results``: n_results x 32 bit inputs read by READ_RESULTS (losses, counters).
+* ``op_start`` (one-cycle pulse), ``op_code`` (protocol.Op), ``op_arg`` (u32, e.g. K steps);
+  the engine raises ``op_busy`` from the cycle after ``op_start`` until it is done and reports
+  ``op_error`` (0 = fine).  ``idle`` is high while nothing is received, pending, sent or running
+  (the virtual board stops advancing simulated time then).  ``soft_reset`` (one-cycle pulse, RESET command) must abort the
+  operation and clear results and op_error.  While ``op_busy`` the processor refuses everything
+  but IDENTIFY, STATUS, READ_RESULTS and RESET (Status.BUSY), so memories are the engine's.
+"""
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttzo.host import protocol as P
+
+from .framing import FrameByte, FrameDecoder, FrameEncoder
+
+#: Bytes of every request kept in registers (header + the longest fixed request fields).
+HEAD_BYTES = P.HEADER_SIZE + P.READ_REQ.size
+
+# internal actions after the checks
+ACT_NONE, ACT_WRITE, ACT_CONFIG, ACT_RUN, ACT_RESET = range(5)
+# reply payload sources
+SRC_NONE, SRC_ROM, SRC_REGION, SRC_CONFIG, SRC_RESULTS, SRC_STATUS = range(6)
+
+
+def region_port(width: int, depth: int) -> wiring.Signature:
+    """Word ports of one memory region, seen from the command processor."""
+    aw = max(1, (depth - 1).bit_length())
+    return wiring.Signature({"w_addr": Out(aw), "w_data": Out(width), "w_en": Out(1),
+                             "r_addr": Out(aw), "r_data": In(width)})
+
+
+class CommandProcessor(wiring.Component):
+    """The protocol engine of the board.  `ident` (protocol.Identify) fixes regions, sizes, formats."""
+
+    def __init__(self, ident: P.Identify) -> None:
+        for r in ident.regions:
+            if r.width not in (8, 16, 32):
+                raise ValueError(f"region {r.name}: width {r.width} not supported in gateware (8, 16 or 32)")
+            if r.depth < 1:
+                raise ValueError(f"region {r.name}: depth must be at least 1 word")
+        if len({r.id for r in ident.regions}) != len(ident.regions):
+            raise ValueError("region ids must be unique")
+        if not 1 <= ident.n_config <= 255 or not 1 <= ident.n_results <= 255:
+            raise ValueError("n_config and n_results must be in 1..255")
+        if not 4 * max(ident.n_config, ident.n_results, 4) <= ident.max_payload <= 0xFFFF - 16:
+            raise ValueError(f"max_payload {ident.max_payload} too small for the register files or too large")
+        self.ident = ident
+        self.rom = ident.encode()
+        if len(self.rom) > ident.max_payload:
+            raise ValueError("identify record longer than max_payload")
+        self.max_frame = P.HEADER_SIZE + ident.max_payload + P.CRC_SIZE
+        members = {
+            "i": In(stream.Signature(8)),
+            "o": Out(stream.Signature(FrameByte)),
+            "config": Out(data.ArrayLayout(32, ident.n_config)),
+            "results": In(data.ArrayLayout(32, ident.n_results)),
+            "op_start": Out(1), "op_code": Out(8), "op_arg": Out(32),
+            "op_busy": In(1), "op_error": In(8), "soft_reset": Out(1),
+            "rx_ok": Out(32), "rx_bad": Out(32), "idle": Out(1),
+        }
+        for r in ident.regions:
+            members[f"mem_{r.name}"] = Out(region_port(r.width, r.depth))
+        super().__init__(members)
+
+    def port(self, region: P.RegionInfo):
+        return getattr(self, f"mem_{region.name}")
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ident, regions = self.ident, self.ident.regions
+        m.submodules.dec = dec = FrameDecoder()
+        m.submodules.enc = enc = FrameEncoder()
+        wiring.connect(m, wiring.flipped(self.i), dec.i)
+        wiring.connect(m, enc.o, wiring.flipped(self.o))
+
+        m.submodules.buf = buf = memory.Memory(shape=8, depth=self.max_frame, init=[])
+        bw = buf.write_port()
+        br = buf.read_port(transparent_for=())
+        m.submodules.rom = rom = memory.Memory(shape=8, depth=len(self.rom), init=list(self.rom))
+        rr = rom.read_port(transparent_for=())
+
+        # --- receive ------------------------------------------------------------------------------
+        count = Signal(range(self.max_frame + 1))
+        overflow = Signal()
+        f_crc_ok = Signal()
+        f_bad_esc = Signal()
+        head = Array(Signal(8, name=f"head{k}") for k in range(HEAD_BYTES))
+        h_ver, h_cmd, h_seq, h_st = head[0], head[1], head[2], head[3]
+        h_len = Cat(head[4], head[5])
+        p = [head[P.HEADER_SIZE + k] for k in range(P.READ_REQ.size)]
+        plen = Signal(16)
+        m.d.comb += plen.eq(count - P.MIN_FRAME)
+
+        # --- registers ----------------------------------------------------------------------------
+        cfg = Array(Signal(32, name=f"cfg{k}") for k in range(ident.n_config))
+        for k in range(ident.n_config):
+            m.d.comb += self.config[k].eq(cfg[k])
+        res = Array(self.results[k] for k in range(ident.n_results))
+        last_valid, last_seq, last_cmd, last_st = Signal(), Signal(8), Signal(8), Signal(8)
+        last_op = Signal(8)
+        op_cycles = Signal(32)
+        m.d.sync += [self.op_start.eq(0), self.soft_reset.eq(0)]
+        with m.If(self.op_start):
+            m.d.sync += op_cycles.eq(0)
+        with m.Elif(self.op_busy):
+            m.d.sync += op_cycles.eq(op_cycles + 1)
+
+        # --- request field decoding (combinational, valid in CHECK) --------------------------------
+        rid = p[0]
+        off = Cat(p[1], p[2], p[3], p[4])
+        rcnt = Cat(p[5], p[6])
+        reg_first = Cat(p[0], p[1])
+        reg_count = Cat(p[2], p[3])
+        hit = Signal()
+        sel = Signal(range(max(2, len(regions))))
+        sel_writable = Signal()
+        sel_mask = Signal(2)          # word bytes - 1
+        sel_shift = Signal(2)         # log2 word bytes
+        sel_size = Signal(32)
+        for k, r in reversed(list(enumerate(regions))):
+            with m.If(rid == r.id):
+                m.d.comb += [hit.eq(1), sel.eq(k), sel_writable.eq(r.writable),
+                             sel_mask.eq(r.word_bytes - 1), sel_shift.eq(r.word_bytes.bit_length() - 1),
+                             sel_size.eq(r.size)]
+        dlen = Signal(16)
+        m.d.comb += dlen.eq(plen - P.WRITE_HDR.size)
+
+        known = Signal()
+        for c in P.Cmd:
+            with m.If(h_cmd == c):
+                m.d.comb += known.eq(1)
+        is_run = (h_cmd == P.Cmd.RUN_INFERENCE) | (h_cmd == P.Cmd.RUN_STEPS)
+        allowed_busy = Const(0)
+        for c in P.ALLOWED_WHEN_BUSY:
+            allowed_busy = allowed_busy | (h_cmd == c)
+        busy = self.op_busy | self.op_start
+
+        st = Signal(8)
+        act = Signal(3)
+        src = Signal(3)
+        rlen = Signal(16)
+        S = P.Status
+        with m.If(h_ver != P.VERSION):
+            m.d.comb += st.eq(S.VERSION)
+        with m.Elif(h_st != 0):
+            m.d.comb += st.eq(S.HEADER)
+        with m.Elif(h_len != plen):
+            m.d.comb += st.eq(S.LENGTH)
+        with m.Elif(~known):
+            m.d.comb += st.eq(S.COMMAND)
+        with m.Elif(is_run & last_valid & (last_seq == h_seq) & (last_cmd == h_cmd)):
+            m.d.comb += st.eq(last_st)                      # retransmitted RUN: answer, do not run again
+        with m.Elif(busy & ~allowed_busy):
+            m.d.comb += st.eq(S.BUSY)
+        with m.Else():
+            with m.Switch(h_cmd):
+                with m.Case(P.Cmd.IDENTIFY):
+                    with m.If(plen != 0):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Else():
+                        m.d.comb += [src.eq(SRC_ROM), rlen.eq(len(self.rom))]
+                with m.Case(P.Cmd.STATUS):
+                    with m.If(plen != 0):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Else():
+                        m.d.comb += [src.eq(SRC_STATUS), rlen.eq(P.STATUS_REPLY.size)]
+                with m.Case(P.Cmd.RESET, P.Cmd.RUN_INFERENCE, P.Cmd.RUN_STEPS):
+                    with m.If(plen != Mux(h_cmd == P.Cmd.RESET, 0, P.RUN_REQ.size)):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Else():
+                        m.d.comb += act.eq(Mux(h_cmd == P.Cmd.RESET, ACT_RESET, ACT_RUN))
+                with m.Case(P.Cmd.WRITE_REGION):
+                    with m.If(plen < P.WRITE_HDR.size):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Elif(~hit):
+                        m.d.comb += st.eq(S.REGION)
+                    with m.Elif(~sel_writable):
+                        m.d.comb += st.eq(S.READ_ONLY)
+                    with m.Elif(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)):
+                        m.d.comb += st.eq(S.RANGE)
+                    with m.Else():
+                        m.d.comb += act.eq(ACT_WRITE)
+                with m.Case(P.Cmd.READ_REGION):
+                    with m.If(plen != P.READ_REQ.size):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Elif(~hit):
+                        m.d.comb += st.eq(S.REGION)
+                    with m.Elif(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
+                                | (off + rcnt > sel_size)):
+                        m.d.comb += st.eq(S.RANGE)
+                    with m.Else():
+                        m.d.comb += [src.eq(SRC_REGION), rlen.eq(rcnt)]
+                with m.Case(P.Cmd.CONFIGURE):
+                    with m.If((plen < P.REG_FIRST.size) | (plen[:2] != 2)):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Elif(reg_first + ((plen - P.REG_FIRST.size) >> 2) > ident.n_config):
+                        m.d.comb += st.eq(S.RANGE)
+                    with m.Else():
+                        m.d.comb += act.eq(ACT_CONFIG)
+                with m.Case(P.Cmd.READ_CONFIG, P.Cmd.READ_RESULTS):
+                    n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
+                    with m.If(plen != P.REG_RANGE.size):
+                        m.d.comb += st.eq(S.LENGTH)
+                    with m.Elif(reg_first + reg_count > n_regs):
+                        m.d.comb += st.eq(S.RANGE)
+                    with m.Else():
+                        m.d.comb += [src.eq(Mux(h_cmd == P.Cmd.READ_CONFIG, SRC_CONFIG, SRC_RESULTS)),
+                                     rlen.eq(reg_count << 2)]
+
+        # --- latched execution state --------------------------------------------------------------
+        r_st, r_cmd, r_seq = Signal(8), Signal(8), Signal(8)
+        r_src, r_len = Signal(3), Signal(16)
+        r_sel = Signal.like(sel)
+        r_shift = Signal(2)
+        r_mask = Signal(2)
+        r_base = Signal(32)            # first word address (regions) or first register
+        j = Signal(17)                 # byte index within the reply (header included) or copy
+        n = Signal(16)                 # bytes to copy (WRITE/CONFIGURE)
+        word = Signal(32)
+        s_busy, s_op, s_err = Signal(), Signal(8), Signal(8)
+        s_ok, s_bad, s_cycles = Signal(32), Signal(32), Signal(32)
+
+        # memory ports: read addresses follow the copy/reply index; writes happen in WRITE_DATA
+        i_pay = Signal(16)
+        m.d.comb += i_pay.eq(j - P.HEADER_SIZE)
+        m.d.comb += rr.addr.eq(i_pay)
+        for k, r in enumerate(regions):
+            port = self.port(r)
+            shift = r.word_bytes.bit_length() - 1
+            m.d.comb += port.r_addr.eq(r_base + (i_pay >> shift))
+
+        # The reply byte at index j: header, then the payload source chosen by CHECK.
+        hdr = Array([Const(P.VERSION, 8), r_cmd, r_seq, r_st, r_len[:8], r_len[8:]])
+        stat = Cat(s_busy, Const(0, 7), s_op, s_err, Const(0, 8), s_ok, s_bad, s_cycles)
+        byte = Signal(8)
+        lane = i_pay[:2]
+        with m.Switch(r_src):
+            with m.Case(SRC_ROM):
+                m.d.comb += byte.eq(rr.data)
+            with m.Case(SRC_REGION):
+                rdata = Array(self.port(r).r_data for r in regions) if regions else Array([Const(0, 8)])
+                m.d.comb += byte.eq((rdata[r_sel] >> ((lane & r_mask) << 3))[:8])
+            with m.Case(SRC_CONFIG):
+                m.d.comb += byte.eq((cfg[r_base + (i_pay >> 2)] >> (lane << 3))[:8])
+            with m.Case(SRC_RESULTS):
+                m.d.comb += byte.eq((res[r_base + (i_pay >> 2)] >> (lane << 3))[:8])
+            with m.Case(SRC_STATUS):
+                m.d.comb += byte.eq(stat.word_select(i_pay[:4], 8))
+        total = Signal(17)
+        m.d.comb += total.eq(r_len + P.HEADER_SIZE)
+
+        with m.FSM():
+            with m.State("RX"):
+                m.d.comb += dec.o.ready.eq(1)
+                # nothing received, nothing to send: a simulation may stop the clock until input comes
+                m.d.comb += self.idle.eq((count == 0) & ~dec.o.valid & ~enc.o.valid & ~self.op_busy
+                                         & ~self.op_start)
+                tok = dec.o.payload
+                with m.If(dec.o.valid & ~tok.end):
+                    with m.If(count < self.max_frame):
+                        m.d.comb += [bw.addr.eq(count), bw.data.eq(tok.data), bw.en.eq(1)]
+                        with m.If(count < HEAD_BYTES):
+                            m.d.sync += head[count].eq(tok.data)
+                        m.d.sync += count.eq(count + 1)
+                    with m.Else():
+                        m.d.sync += overflow.eq(1)
+                with m.If(dec.o.valid & tok.end):
+                    with m.If((count == 0) & ~tok.bad_escape & ~overflow):
+                        pass                                     # idle END between frames
+                    with m.Else():
+                        m.d.sync += [f_crc_ok.eq(tok.crc_ok), f_bad_esc.eq(tok.bad_escape)]
+                        m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.sync += [count.eq(0), overflow.eq(0), r_cmd.eq(h_cmd | P.REPLY_BIT), r_seq.eq(h_seq),
+                             r_src.eq(SRC_NONE), r_len.eq(0), j.eq(0), word.eq(0), r_sel.eq(sel),
+                             r_shift.eq(sel_shift), r_mask.eq(sel_mask)]
+                with m.If(count < P.MIN_FRAME):
+                    m.d.sync += self.rx_bad.eq(self.rx_bad + 1)          # runt: dropped silently
+                    m.next = "RX"
+                with m.Elif(f_bad_esc | overflow | ~f_crc_ok):
+                    m.d.sync += [self.rx_bad.eq(self.rx_bad + 1),
+                                 r_st.eq(Mux(f_bad_esc | overflow, S.FRAME, S.CRC))]
+                    m.next = "REPLY_ADDR"
+                with m.Else():
+                    ok_next = Mux((st == S.OK) & (h_cmd == P.Cmd.RESET), 0, self.rx_ok + 1)
+                    m.d.sync += [self.rx_ok.eq(ok_next), r_st.eq(st), r_src.eq(src), r_len.eq(rlen),
+                                 last_valid.eq(1), last_seq.eq(h_seq), last_cmd.eq(h_cmd), last_st.eq(st),
+                                 s_busy.eq(self.op_busy), s_op.eq(last_op), s_err.eq(self.op_error),
+                                 s_ok.eq(self.rx_ok + 1), s_bad.eq(self.rx_bad), s_cycles.eq(op_cycles)]
+                    with m.Switch(src):
+                        with m.Case(SRC_REGION):
+                            m.d.sync += r_base.eq(off >> sel_shift)
+                        with m.Case(SRC_CONFIG, SRC_RESULTS):
+                            m.d.sync += r_base.eq(reg_first)
+                    m.next = "REPLY_ADDR"
+                    with m.If(st == S.OK):
+                        with m.If(act == ACT_WRITE):
+                            m.d.sync += [r_base.eq(off >> sel_shift), n.eq(dlen),
+                                         j.eq(P.HEADER_SIZE + P.WRITE_HDR.size)]
+                            m.next = "COPY_ADDR"
+                        with m.If(act == ACT_CONFIG):
+                            m.d.sync += [r_base.eq(reg_first), n.eq(plen - P.REG_FIRST.size),
+                                         j.eq(P.HEADER_SIZE + P.REG_FIRST.size)]
+                            m.next = "COPY_ADDR"
+                        with m.If(act == ACT_RESET):
+                            m.d.sync += [self.soft_reset.eq(1), last_op.eq(0), self.rx_bad.eq(0)]
+                            m.d.sync += [cfg[k].eq(0) for k in range(ident.n_config)]
+                        with m.If(act == ACT_RUN):
+                            op = Mux(h_cmd == P.Cmd.RUN_INFERENCE, P.Op.INFERENCE, P.Op.STEPS)
+                            m.d.sync += [self.op_start.eq(1), self.op_code.eq(op), last_op.eq(op),
+                                         self.op_arg.eq(Cat(p[0], p[1], p[2], p[3]))]
+
+            # Copy payload bytes from the frame buffer into a region (WRITE) or the registers
+            # (CONFIGURE): one byte every two cycles (address, then data).
+            with m.State("COPY_ADDR"):
+                m.d.comb += br.addr.eq(j)
+                with m.If(n == 0):
+                    m.next = "REPLY_ADDR"
+                with m.Else():
+                    m.next = "COPY_DATA"
+            with m.State("COPY_DATA"):
+                m.d.comb += br.addr.eq(j)
+                word_next = Cat(word[8:32], br.data)
+                is_config = r_cmd == (P.Cmd.CONFIGURE | P.REPLY_BIT)
+                k_byte = Signal(16)       # index of this byte in the copied data
+                m.d.comb += k_byte.eq(j - Mux(is_config, P.HEADER_SIZE + P.REG_FIRST.size,
+                                              P.HEADER_SIZE + P.WRITE_HDR.size))
+                lane_last = (k_byte[:2] & Mux(is_config, 3, r_mask)) == Mux(is_config, 3, r_mask)
+                m.d.sync += [word.eq(word_next), j.eq(j + 1), n.eq(n - 1)]
+                with m.If(lane_last):
+                    with m.If(is_config):
+                        m.d.sync += cfg[r_base + (k_byte >> 2)].eq(word_next)
+                    with m.Else():
+                        for k, r in enumerate(regions):
+                            port = self.port(r)
+                            shift = r.word_bytes.bit_length() - 1
+                            m.d.comb += [port.w_addr.eq(r_base + (k_byte >> shift)),
+                                         port.w_data.eq(word_next[32 - r.width:]),
+                                         port.w_en.eq(r_sel == k)]
+                with m.If(n == 1):
+                    m.d.sync += j.eq(0)
+                    m.next = "REPLY_ADDR"
+                with m.Else():
+                    m.next = "COPY_ADDR"
+
+            # Reply: 6 header bytes then r_len payload bytes, one byte every two cycles.
+            with m.State("REPLY_ADDR"):
+                m.next = "REPLY_SEND"
+            with m.State("REPLY_SEND"):
+                m.d.comb += [enc.i.valid.eq(1), enc.i.payload.data.eq(Mux(j < P.HEADER_SIZE, hdr[j[:3]], byte)),
+                             enc.i.payload.last.eq(j == total - 1)]
+                with m.If(enc.i.ready):
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == total - 1):
+                        m.next = "RX"
+                    with m.Else():
+                        m.next = "REPLY_ADDR"
+        return m

@@ -1,0 +1,159 @@
+"""The on-chip PRNG: golden's xorshift32 streams, seeded by fmix32(seed ^ ((step << 12) | query)).
+
+Bit for bit what ``ttzo.golden.prng`` defines (read its docstring): a stream's p-th word is
+xorshift32 applied p+1 times to its seed state.  Each :class:`Xorshift32` shows that word
+*combinationally* (``word = xorshift32(state)``) and steps on ``next``, so after a ``load``
+word 0 is on the output at once and one word is consumed per cycle.
+
+:class:`StreamSeeder` is a pipelined fmix32 (one stream seed per cycle, latency
+:data:`SEEDER_LATENCY`): each 32x32 constant multiply sits alone between registers, so the
+seeder is not the critical path.  :class:`PrngBank` holds N streams (queries
+first_query..first_query+N-1 of one step), seeds them one after another through one shared
+seeder (N + latency cycles) and then advances all N in lock step: the N parallel xi words
+the signRGE accumulate pass needs for one parameter per cycle.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttzo.golden.prng import MAX_QUERY
+
+FMIX_C1 = 0x85EBCA6B
+FMIX_C2 = 0xC2B2AE35
+#: Cycles from ``valid`` in to ``valid`` out of :class:`StreamSeeder`.
+SEEDER_LATENCY = 5
+QUERY_BITS = (MAX_QUERY - 1).bit_length()  # 12
+
+
+def xorshift32_value(x: Value) -> Value:
+    """One xorshift32 (13, 17, 5) step as a combinational 32-bit expression."""
+    x = (x ^ (x << 13))[:32]
+    x = (x ^ (x >> 17))[:32]
+    x = (x ^ (x << 5))[:32]
+    return x
+
+
+def rademacher_negative(word: Value) -> Value:
+    """1 where golden's Rademacher xi is -1 (bit 31 set), 0 where it is +1."""
+    return word[31]
+
+
+def gaussian_value(word: Value) -> Value:
+    """golden.prng.gaussian: b0 + b1 + b2 + b3 - 510 as a signed 11-bit value (7 fraction bits)."""
+    s = word[0:8] + word[8:16] + word[16:24] + word[24:32]  # unsigned(10); minus a constant is signed
+    return s - 510
+
+
+class Xorshift32(wiring.Component):
+    """One xorshift32 stream: ``load`` a state, read ``word`` (the next output), pulse ``next`` to consume it.
+
+    ``load`` wins over ``next`` in the same cycle.  ``word`` is xorshift32(state), i.e. after
+    loading seed state s it is golden's word 0 of that stream.
+    """
+
+    load: In(1)
+    state_in: In(32)
+    next: In(1)
+    word: Out(32)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        state = Signal(32, init=1)
+        m.d.comb += self.word.eq(xorshift32_value(state))
+        with m.If(self.load):
+            m.d.sync += state.eq(self.state_in)
+        with m.Elif(self.next):
+            m.d.sync += state.eq(self.word)
+        return m
+
+
+class StreamSeeder(wiring.Component):
+    """Pipelined ``stream_seed(seed, step, query)``: one request per cycle, result SEEDER_LATENCY cycles later.
+
+    ``tag`` travels with the request (e.g. which stream of a bank to load).
+    """
+
+    def __init__(self, tag_bits: int = 1) -> None:
+        self.tag_bits = max(1, tag_bits)
+        super().__init__({
+            "valid": In(1), "seed": In(32), "step": In(32), "query": In(QUERY_BITS), "tag": In(self.tag_bits),
+            "out_valid": Out(1), "state": Out(32), "out_tag": Out(self.tag_bits),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        # stage registers: (valid, tag, value)
+        stages = [(Signal(name=f"v{i}"), Signal(self.tag_bits, name=f"t{i}"), Signal(32, name=f"h{i}"))
+                  for i in range(SEEDER_LATENCY)]
+        h0 = (self.seed ^ Cat(self.query, self.step)[:32])
+        ops = [
+            lambda h: h ^ (h >> 16),
+            lambda h: (h * FMIX_C1)[:32],
+            lambda h: h ^ (h >> 13),
+            lambda h: (h * FMIX_C2)[:32],
+            lambda h: Mux((h ^ (h >> 16)) == 0, 1, h ^ (h >> 16)),
+        ]
+        prev = (self.valid, self.tag, h0)
+        for (v, t, h), op in zip(stages, ops):
+            m.d.sync += [v.eq(prev[0]), t.eq(prev[1]), h.eq(op(prev[2]))]
+            prev = (v, t, h)
+        m.d.comb += [self.out_valid.eq(prev[0]), self.out_tag.eq(prev[1]), self.state.eq(prev[2])]
+        return m
+
+
+class PrngBank(wiring.Component):
+    """N xorshift32 streams for queries first_query..first_query+N-1 of one (seed, step).
+
+    Pulse ``start`` with ``seed``/``step``/``first_query`` set (they are captured); ``ready``
+    rises N + SEEDER_LATENCY + 1 cycles later.  Then ``words[i]`` is word p of stream i and
+    ``next`` advances every stream by one word (p -> p+1).  ``next`` is ignored while seeding.
+    """
+
+    def __init__(self, n_streams: int) -> None:
+        if not 1 <= n_streams <= MAX_QUERY:
+            raise ValueError(f"n_streams={n_streams} outside 1..{MAX_QUERY}")
+        self.n_streams = n_streams
+        super().__init__({
+            "start": In(1), "seed": In(32), "step": In(32), "first_query": In(QUERY_BITS),
+            "ready": Out(1), "next": In(1),
+            "words": Out(data.ArrayLayout(32, n_streams)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n = self.n_streams
+        tag_bits = max(1, (n - 1).bit_length())
+        m.submodules.seeder = seeder = StreamSeeder(tag_bits)
+        gens = []
+        for i in range(n):
+            g = Xorshift32()
+            m.submodules[f"stream{i}"] = g
+            gens.append(g)
+            m.d.comb += [self.words[i].eq(g.word),
+                         g.state_in.eq(seeder.state),
+                         g.load.eq(seeder.out_valid & (seeder.out_tag == i)),
+                         g.next.eq(self.next & self.ready)]
+
+        seed = Signal(32)
+        step = Signal(32)
+        q0 = Signal(QUERY_BITS)
+        issue = Signal(range(n + 1))
+        wait = Signal(range(SEEDER_LATENCY + 2))
+        busy = Signal()
+        ready = Signal()
+        m.d.comb += [self.ready.eq(ready & ~busy),
+                     seeder.seed.eq(seed), seeder.step.eq(step),
+                     seeder.query.eq((q0 + issue)[:QUERY_BITS]), seeder.tag.eq(issue),
+                     seeder.valid.eq(busy & (issue < n))]
+        with m.If(self.start):
+            m.d.sync += [seed.eq(self.seed), step.eq(self.step), q0.eq(self.first_query),
+                         issue.eq(0), wait.eq(0), busy.eq(1), ready.eq(0)]
+        with m.Elif(busy):
+            with m.If(issue < n):
+                m.d.sync += issue.eq(issue + 1)
+            with m.Elif(wait < SEEDER_LATENCY):
+                m.d.sync += wait.eq(wait + 1)
+            with m.Else():
+                m.d.sync += [busy.eq(0), ready.eq(1)]
+        return m

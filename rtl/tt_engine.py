@@ -1,0 +1,411 @@
+"""TT-contraction inference engine: runs a whole TT network (a program of absorption steps) per sample.
+
+One generic datapath computes every absorption step of every layer (rtl/descriptors.py):
+P MAC lanes take P state rows f of one group and share the core operand; for each core
+column c they accumulate a K-long exact inner product, then a single serial "drain" adds the
+bias (last step of a layer), requantises (round half up, saturate), applies the activation
+(identity / ReLU / table sine) and scatters the result into the next step's layout.
+
+Interfaces (docs/rtl.md has the memory map, descriptor format and timing):
+  i      lib.stream sink of input codes, natural row-major order, n_in per sample
+  o      lib.stream source of output codes, natural order, n_out per sample
+  cfg_*  32-bit write bus (addr, data, en) to the header, step descriptors, cores, biases, sine
+  start  pulse: run `batch` samples; busy stays high until the last output has left `o`
+  cycles clock cycles counted while busy
+The batch runs without host intervention: the input of sample b+1 is loaded while sample b
+computes, and the outputs of sample b stream out while sample b+1 computes.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .descriptors import (BUF_A, BUF_B, BUF_IN, BUF_OUT, K_LEVELS, MAC_SUMS, REGION_BIASES, REGION_CORES,
+                          REGION_HEADER, REGION_SHIFT, REGION_SINE, REGION_STEPS, SINE_SHIFT, EngineParams)
+from .odometer import Odometer
+
+CFG_ADDR_BITS = 24
+
+
+def _bits_for(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+class TTEngine(wiring.Component):
+    """The TT network engine for one set of elaboration-time `EngineParams`."""
+
+    def __init__(self, params: EngineParams = EngineParams()) -> None:
+        self.params = params
+        W = params.data_bits
+        super().__init__({
+            "i": In(stream.Signature(signed(W))),
+            "o": Out(stream.Signature(signed(W))),
+            "cfg_addr": In(CFG_ADDR_BITS),
+            "cfg_data": In(32),
+            "cfg_en": In(1),
+            "start": In(1),
+            "batch": In(16),
+            "busy": Out(1),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform) -> Module:
+        p = self.params
+        P, W, LB = p.lanes, p.data_bits, p.lane_bits
+        m = Module()
+        lane_shape = data.ArrayLayout(signed(W), P)
+
+        # --- memories --------------------------------------------------------------------------
+        step_layout, hdr_layout = p.step_layout(), p.header_layout()
+        n_chunks = p.chunks(step_layout)
+        m.submodules.steps_mem = steps_mem = Memory(shape=unsigned(32 * n_chunks), depth=p.max_steps, init=[])
+        m.submodules.cores = cores = Memory(shape=signed(p.weight_bits), depth=p.core_words, init=[])
+        m.submodules.biases = biases = Memory(shape=signed(p.bias_bits), depth=p.bias_words, init=[])
+        m.submodules.sine = sine = Memory(shape=signed(W), depth=1 << p.sine_bits, init=[])
+        m.submodules.buf_in = buf_in = Memory(shape=lane_shape, depth=p.in_elems // P, init=[])
+        m.submodules.buf_a = buf_a = Memory(shape=lane_shape, depth=p.buf_elems // P, init=[])
+        m.submodules.buf_b = buf_b = Memory(shape=lane_shape, depth=p.buf_elems // P, init=[])
+        m.submodules.buf_out = buf_out = Memory(shape=lane_shape, depth=p.out_elems // P, init=[])
+
+        steps_w = steps_mem.write_port(granularity=32)
+        steps_r = steps_mem.read_port()
+        cores_w, cores_r = cores.write_port(), cores.read_port()
+        D = p.drains
+        biases_w, biases_rs = biases.write_port(), [biases.read_port() for _ in range(D)]
+        sine_w, sine_rs = sine.write_port(), [sine.read_port() for _ in range(D)]
+        in_w, in_r = buf_in.write_port(granularity=1), buf_in.read_port()
+        a_ws, a_r = [buf_a.write_port(granularity=1) for _ in range(D)], buf_a.read_port()
+        b_ws, b_r = [buf_b.write_port(granularity=1) for _ in range(D)], buf_b.read_port()
+        out_ws, out_r = [buf_out.write_port(granularity=1) for _ in range(D)], buf_out.read_port()
+
+        hdr = Signal(hdr_layout)
+
+        # --- configuration bus ---------------------------------------------------------------------
+        region = self.cfg_addr[REGION_SHIFT:]
+        offset = self.cfg_addr[:REGION_SHIFT]
+        sb = p.step_stride_bits
+        m.d.comb += [
+            steps_w.addr.eq(offset[sb:]), steps_w.data.eq(Cat(*[self.cfg_data] * n_chunks)),
+            cores_w.addr.eq(offset), cores_w.data.eq(self.cfg_data[:p.weight_bits]),
+            biases_w.addr.eq(offset), biases_w.data.eq(self.cfg_data[:p.bias_bits]),
+            sine_w.addr.eq(offset), sine_w.data.eq(self.cfg_data[:W]),
+        ]
+        with m.If(self.cfg_en):
+            with m.Switch(region):
+                with m.Case(REGION_HEADER):
+                    raw = hdr.as_value()
+                    for j in range(p.chunks(hdr_layout)):
+                        with m.If(offset == j):
+                            hi = min(32 * j + 32, hdr_layout.size)
+                            m.d.sync += raw[32 * j:hi].eq(self.cfg_data[:hi - 32 * j])
+                with m.Case(REGION_STEPS):
+                    m.d.comb += steps_w.en.eq(Const(1, n_chunks) << offset[:sb])
+                with m.Case(REGION_CORES):
+                    m.d.comb += cores_w.en.eq(1)
+                with m.Case(REGION_BIASES):
+                    m.d.comb += biases_w.en.eq(1)
+                with m.Case(REGION_SINE):
+                    m.d.comb += sine_w.en.eq(1)
+
+        # --- batch control --------------------------------------------------------------------------
+        busy = Signal()
+        batch = Signal(16)
+        loaded = Signal(16)      # samples whose input has been loaded
+        computed = Signal(16)    # samples whose last step has finished
+        in_full = Signal()       # buf_in holds an unconsumed sample
+        out_pending = Signal()   # buf_out holds a sample not yet (fully) read out
+        m.d.comb += self.busy.eq(busy)
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # --- input loader: stream -> buf_in in layer 0's first-step layout --------------------------
+        m.submodules.xodo = xodo = Odometer(p.x_levels, 2, p.count_bits, p.addr_bits, "x")
+        for i in range(p.x_levels):
+            m.d.comb += xodo.count[i].eq(hdr.x_count[i])
+            for j in range(2):
+                m.d.comb += xodo.delta[i][j].eq(hdr.x_delta[i][j])
+        ld_count = Signal(p.count_bits)
+        ld_ok = busy & ~in_full & (loaded != batch)
+        m.d.comb += self.i.ready.eq(ld_ok)
+        xf = xodo.sums[0].as_unsigned()
+        m.d.comb += [
+            in_w.addr.eq((xf >> LB) * hdr.x_knext + xodo.sums[1].as_unsigned()),
+        ]
+        for lane in range(P):
+            m.d.comb += in_w.data[lane].eq(self.i.payload)
+        with m.If(self.i.valid & ld_ok):
+            m.d.comb += [in_w.en.eq(Const(1, P) << xf[:LB] if P > 1 else 1), xodo.step.eq(1)]
+            m.d.sync += ld_count.eq(ld_count + 1)
+            with m.If(ld_count + 1 == hdr.n_in):
+                m.d.sync += [ld_count.eq(0), in_full.eq(1), loaded.eq(loaded + 1)]
+                m.d.comb += xodo.clear.eq(1)
+
+        # --- step descriptor -------------------------------------------------------------------------
+        desc = Signal(step_layout)
+        step_idx = Signal(8)
+        m.d.comb += steps_r.addr.eq(step_idx)
+
+        # --- MAC issue: odometer over (core columns, k1, k2) per group of P rows ------------------------
+        m.submodules.modo = modo = Odometer(p.mac_levels, len(MAC_SUMS), p.count_bits, p.addr_bits, "mac")
+        for i in range(p.mac_levels):
+            m.d.comb += modo.count[i].eq(desc.mac_count[i])
+            for j in range(len(MAC_SUMS)):
+                m.d.comb += modo.delta[i][j].eq(desc.mac_delta[i][j])
+        issuing = Signal()
+        grp = Signal(p.count_bits)
+        s_base = Signal(p.addr_bits)
+        advance = Signal()
+        stall = Signal()
+        m.d.comb += advance.eq(~stall)
+
+        src_data = Signal(lane_shape)
+        s_addr = (s_base + modo.sums[0].as_unsigned())[:p.addr_bits]
+        m.d.comb += [in_r.addr.eq(s_addr), a_r.addr.eq(s_addr), b_r.addr.eq(s_addr),
+                     in_r.en.eq(advance), a_r.en.eq(advance), b_r.en.eq(advance),
+                     cores_r.addr.eq(desc.gbase + modo.sums[1].as_unsigned()), cores_r.en.eq(advance)]
+        with m.Switch(desc.src):
+            with m.Case(BUF_IN):
+                m.d.comb += src_data.eq(in_r.data)
+            with m.Case(BUF_A):
+                m.d.comb += src_data.eq(a_r.data)
+            with m.Default():
+                m.d.comb += src_data.eq(b_r.data)
+
+        tok_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "gend": 1, "grp": p.count_bits,
+                                        "wf": signed(p.addr_bits), "wk": signed(p.addr_bits),
+                                        "wb": signed(p.addr_bits)})
+        tok_a = Signal(tok_layout)
+        tok_b = Signal(tok_layout)
+        tok_c = Signal(tok_layout)
+        m.d.comb += [
+            tok_a.valid.eq(issuing),
+            tok_a.first.eq((modo.idx[0] == 0) & (modo.idx[1] == 0)),
+            tok_a.last.eq(modo.is_max[0] & modo.is_max[1]),
+            tok_a.gend.eq(modo.at_end), tok_a.grp.eq(grp),
+            tok_a.wf.eq(modo.sums[2]), tok_a.wk.eq(modo.sums[3]), tok_a.wb.eq(modo.sums[4]),
+        ]
+        with m.If(advance):
+            m.d.sync += [tok_b.eq(tok_a), tok_c.eq(tok_b)]
+            with m.If(issuing):
+                m.d.comb += modo.step.eq(1)
+                with m.If(modo.at_end):
+                    m.d.sync += [grp.eq(grp + 1), s_base.eq(s_base + desc.k_len)]
+                    with m.If(grp + 1 == desc.n_groups):
+                        m.d.sync += issuing.eq(0)
+
+        acc_shape = signed(p.acc_bits)
+        acc = Signal(data.ArrayLayout(acc_shape, P))
+        gval = cores_r.data
+        with m.If(advance & tok_b.valid):
+            for lane in range(P):
+                prod = src_data[lane] * gval
+                with m.If(tok_b.first):
+                    m.d.sync += acc[lane].eq(prod)
+                with m.Else():
+                    m.d.sync += acc[lane].eq(acc[lane] + prod)
+
+        # --- hold register between the lanes and the serial drain -----------------------------------------
+        hold = Signal(data.ArrayLayout(acc_shape, P))
+        hold_full = Signal()
+        hold_tok = Signal(tok_layout)
+        d_lane = Signal(LB + 2)
+        n_valid = Signal(p.count_bits + 1)   # lanes of the held group that are real rows
+        filled = Signal(p.count_bits)        # groups whose row addresses the walker has written
+        drained = Signal(p.count_bits)       # groups fully drained
+        m.d.comb += n_valid.eq(desc.n_f - (hold_tok.grp << LB))
+        last_lane = Signal()
+        m.d.comb += last_lane.eq((d_lane + D >= P) | (d_lane + D >= n_valid))
+        draining = Signal()
+        m.d.comb += draining.eq(hold_full & (hold_tok.grp < filled))
+        finishing = draining & last_lane
+        hold_free = ~hold_full | finishing
+        handoff = tok_c.valid & tok_c.last
+        m.d.comb += stall.eq(handoff & ~hold_free)
+        with m.If(finishing):
+            m.d.sync += [hold_full.eq(0), d_lane.eq(0)]
+            with m.If(hold_tok.gend):
+                m.d.sync += drained.eq(drained + 1)
+        with m.Elif(draining):
+            m.d.sync += d_lane.eq(d_lane + D)
+        with m.If(handoff & hold_free):
+            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1)]
+
+        # --- row walker: (f', kk', bias) parts of the P rows of a group, two banks ------------------------
+        m.submodules.fodo = fodo = Odometer(p.f_levels, 3, p.count_bits, p.addr_bits, "row")
+        for i in range(p.f_levels):
+            m.d.comb += fodo.count[i].eq(desc.f_count[i])
+            for j in range(3):
+                m.d.comb += fodo.delta[i][j].eq(desc.f_delta[i][j])
+        rows_layout = data.ArrayLayout(data.ArrayLayout(signed(p.addr_bits), 3), 2 * P)
+        rows = Signal(rows_layout)
+        w_lane = Signal(max(1, LB))
+        walk_go = Signal()
+        step_active = Signal()
+        m.d.comb += walk_go.eq(step_active & (filled != desc.n_groups) & (filled <= drained + 1))
+        with m.If(walk_go):
+            sel = Signal(LB + 1)
+            m.d.comb += sel.eq((filled[0] << LB) | w_lane) if P > 1 else sel.eq(filled[0])
+            for j in range(3):
+                m.d.sync += rows[sel][j].eq(fodo.sums[j])
+            m.d.comb += fodo.step.eq(1)
+            if P > 1:
+                m.d.sync += w_lane.eq(w_lane + 1)
+                with m.If(w_lane == P - 1):
+                    m.d.sync += filled.eq(filled + 1)
+            else:
+                m.d.sync += filled.eq(filled + 1)
+
+        # --- drain pipelines (`drains` lanes per cycle): bias, requantise, saturate, activation, write ----
+        drain_busy = Const(0, 1)
+        for k in range(D):
+            drain_busy = drain_busy | self._drain(m, k, desc, hold, hold_tok, rows, d_lane, draining, n_valid,
+                                                  biases_rs[k], sine_rs[k],
+                                                  ((a_ws[k], BUF_A), (b_ws[k], BUF_B), (out_ws[k], BUF_OUT)))
+
+        # --- output unloader: buf_out -> stream ------------------------------------------------------------
+        u_idx = Signal(p.count_bits)
+        u_lane = Signal(max(1, LB))
+        can_adv = ~self.o.valid | self.o.ready
+        m.d.comb += [out_r.addr.eq(u_idx >> LB), out_r.en.eq(can_adv)]
+        m.d.comb += self.o.payload.eq(out_r.data[u_lane] if P > 1 else out_r.data[0])
+        with m.If(can_adv):
+            with m.If(out_pending):
+                m.d.sync += [self.o.valid.eq(1), u_lane.eq(u_idx[:LB] if P > 1 else 0), u_idx.eq(u_idx + 1)]
+                with m.If(u_idx + 1 == hdr.n_out):
+                    m.d.sync += [out_pending.eq(0), u_idx.eq(0)]
+            with m.Else():
+                m.d.sync += self.o.valid.eq(0)
+
+        # --- sequencer -----------------------------------------------------------------------------------
+        m.d.comb += step_active.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), batch.eq(self.batch), loaded.eq(0), computed.eq(0),
+                                 self.cycles.eq(0), step_idx.eq(0), ld_count.eq(0), in_full.eq(0)]
+                    m.d.comb += xodo.clear.eq(1)
+                    with m.If(self.batch != 0):
+                        m.next = "WAIT_IN"
+            with m.State("WAIT_IN"):
+                with m.If(in_full):
+                    m.next = "FETCH"
+            with m.State("FETCH"):  # steps_r.addr = step_idx; data valid next cycle
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.sync += desc.eq(steps_r.data[:step_layout.size])
+                m.next = "WAIT_DST"
+            with m.State("WAIT_DST"):
+                with m.If(~((desc.dst == BUF_OUT) & out_pending)):
+                    m.d.comb += [modo.clear.eq(1), fodo.clear.eq(1)]
+                    m.d.sync += [grp.eq(0), s_base.eq(0), filled.eq(0), drained.eq(0), w_lane.eq(0),
+                                 issuing.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += step_active.eq(1)
+                with m.If(~issuing & ~tok_b.valid & ~tok_c.valid & ~hold_full & ~drain_busy):
+                    m.next = "STEP_DONE"
+            with m.State("STEP_DONE"):
+                with m.If(desc.src == BUF_IN):
+                    m.d.sync += in_full.eq(0)
+                with m.If(desc.dst == BUF_OUT):
+                    m.d.sync += out_pending.eq(1)
+                with m.If(step_idx + 1 == hdr.n_steps):
+                    m.d.sync += [step_idx.eq(0), computed.eq(computed + 1)]
+                    with m.If(computed + 1 == batch):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "WAIT_IN"
+                with m.Else():
+                    m.d.sync += step_idx.eq(step_idx + 1)
+                    m.next = "FETCH"
+            with m.State("FINISH"):
+                with m.If(~out_pending & ~self.o.valid):
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+        return m
+
+    def _drain(self, m: Module, k: int, desc, hold, hold_tok, rows, d_lane, draining, n_valid, biases_r, sine_r,
+               ports) -> Value:
+        """Drain pipeline k: lane d_lane + k of the hold register -> bias, round, saturate, act -> write."""
+        p = self.params
+        P, W, LB = p.lanes, p.data_bits, p.lane_bits
+        acc_shape = signed(p.acc_bits)
+        sfx = f"_{k}" if k else ""
+        lane_k = Signal(LB + 2, name=f"drain_lane{sfx}")
+        m.d.comb += lane_k.eq(d_lane + k)
+        valid_k = draining & (lane_k < n_valid)
+        d1 = Signal(name=f"d1{sfx}", shape=data.StructLayout({"valid": 1, "acc": acc_shape, "f": signed(p.addr_bits),
+                                        "k": signed(p.addr_bits), "b": signed(p.addr_bits)}))
+        rsel = Signal(LB + 1, name=f"rsel{sfx}")
+        m.d.comb += rsel.eq((hold_tok.grp[0] << LB) | lane_k[:LB]) if P > 1 else rsel.eq(hold_tok.grp[0])
+        m.d.sync += d1.valid.eq(valid_k)
+        m.d.sync += [
+            d1.acc.eq(hold[lane_k[:LB]] if P > 1 else hold[0]),
+            d1.f.eq(rows[rsel][0] + hold_tok.wf),
+            d1.k.eq(rows[rsel][1] + hold_tok.wk),
+            d1.b.eq(rows[rsel][2] + hold_tok.wb),
+        ]
+        m.d.comb += biases_r.addr.eq(desc.bbase + d1.b.as_unsigned())
+        sum_shape = signed(p.acc_bits + 1)
+        d2 = Signal(name=f"d2{sfx}", shape=data.StructLayout({
+            "valid": 1, "acc": acc_shape, "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB))}))
+        f1 = d1.f.as_unsigned()
+        m.d.sync += [d2.valid.eq(d1.valid), d2.acc.eq(d1.acc),
+                     d2.word.eq((f1 >> LB) * desc.knext + d1.k.as_unsigned()),
+                     d2.lane.eq(f1[:LB] if P > 1 else 0)]
+        d3 = Signal(name=f"d3{sfx}", shape=data.StructLayout({
+            "valid": 1, "sum": sum_shape, "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB))}))
+        with m.If(desc.last):
+            m.d.sync += d3.sum.eq(d2.acc + (biases_r.data << desc.bshift))
+        with m.Else():
+            m.d.sync += d3.sum.eq(d2.acc)
+        m.d.sync += [d3.valid.eq(d2.valid), d3.word.eq(d2.word), d3.lane.eq(d2.lane)]
+        d4 = Signal(name=f"d4{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB))}))
+        rnd = Signal(sum_shape, name=f"rnd{sfx}")
+        m.d.comb += rnd.eq((Const(1, p.acc_bits) << desc.shift) >> 1)
+        rounded = Signal(signed(p.acc_bits + 2), name=f"rounded{sfx}")
+        m.d.comb += rounded.eq((d3.sum + rnd) >> desc.shift)
+        with m.If(rounded < desc.sat_lo):
+            m.d.sync += d4.v.eq(desc.sat_lo)
+        with m.Elif(rounded > desc.sat_hi):
+            m.d.sync += d4.v.eq(desc.sat_hi)
+        with m.Else():
+            m.d.sync += d4.v.eq(rounded)
+        m.d.sync += [d4.valid.eq(d3.valid), d4.word.eq(d3.word), d4.lane.eq(d3.lane)]
+        d5 = Signal(name=f"d5{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB)), "phase": unsigned(p.sine_bits)}))
+        phase_prod = Signal(signed(W + 41 + 1), name=f"phase_prod{sfx}")
+        m.d.comb += phase_prod.eq(d4.v * desc.sine_c + (1 << (SINE_SHIFT - 1)))
+        m.d.sync += d5.phase.eq(phase_prod[SINE_SHIFT:SINE_SHIFT + p.sine_bits] & desc.sine_mask)
+        with m.If((desc.act == 1) & desc.last & (d4.v < 0)):
+            m.d.sync += d5.v.eq(0)
+        with m.Else():
+            m.d.sync += d5.v.eq(d4.v)
+        m.d.sync += [d5.valid.eq(d4.valid), d5.word.eq(d4.word), d5.lane.eq(d4.lane)]
+        m.d.comb += sine_r.addr.eq(d5.phase)
+        d6 = Signal(name=f"d6{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB)), "sine": 1}))
+        m.d.sync += [d6.valid.eq(d5.valid), d6.v.eq(d5.v), d6.word.eq(d5.word), d6.lane.eq(d5.lane),
+                     d6.sine.eq(desc.last & (desc.act == 2))]
+        result = Signal(signed(W), name=f"result{sfx}")
+        with m.If(d6.sine & (sine_r.data < desc.sat_lo)):
+            m.d.comb += result.eq(desc.sat_lo)
+        with m.Elif(d6.sine & (sine_r.data > desc.sat_hi)):
+            m.d.comb += result.eq(desc.sat_hi)
+        with m.Elif(d6.sine):
+            m.d.comb += result.eq(sine_r.data)
+        with m.Else():
+            m.d.comb += result.eq(d6.v)
+        lane_en = (Const(1, P) << d6.lane) if P > 1 else Const(1, 1)
+        for port, code in ports:
+            m.d.comb += port.addr.eq(d6.word)
+            for lane in range(P):
+                m.d.comb += port.data[lane].eq(result)
+            with m.If(d6.valid & (desc.dst == code)):
+                m.d.comb += port.en.eq(lane_en)
+        return d1.valid | d2.valid | d3.valid | d4.valid | d5.valid | d6.valid

@@ -1,0 +1,391 @@
+"""ZO training sequencer: K signRGE or CGE steps on a batch held on chip, driving a forward engine.
+
+Both optimizers are golden/zo_fixed.py's integer steps.  A signRGE step t (docs/rtl-zo.md has the timing):
+  q = 0        forward pass with the parameters as stored (perturber OFF)          -> L_0
+  q = 1..N     seed stream (seed, t, q-1), build the perturber's checkpoints,
+               forward pass reading sat(theta + mu*xi) on the fly                  -> L_q, d_{q-1} = L_q - L_0
+  update       one pass over parameter memory: theta <- sat(theta - alpha*sign(sum_i d_i xi_i))
+A CGE step t:
+  L_0, then walk p = 0..d-1 with the coordinate stream (seed, t, 4095): when its word p is below
+  ``cge_threshold`` (golden zo.sample_coordinates) run a forward pass with theta_p + mu (perturber
+  COORD) -> g_p = L_p - L_0, else g_p = 0; update the momentum entry b_p in place at once;
+  then one pass theta_p <- sat(theta_p - round(k_code * b_p >> k_shift)) (rtl/zo_update.CgeUpdate).
+Every batch loss is the loss unit's exact sum over the batch; each is logged (loss, correct count)
+in a small log memory, indexed by forward-pass number, for the host to read.
+
+Before every forward pass a *load pass* streams the master parameters (flat order) through the
+perturber (OFF, RANDOM or COORD) into the engine's core and bias memories over its
+configuration bus (rtl/descriptors.py memory map: region 2 cores, region 3 biases, each in flat
+order): n_params + n_segments cycles, plus the checkpoint walk for a random query.  xi is never
+stored; the engine's own parameter memory holds the (perturbed) working copy, the trainer's
+parameter memory the master copy.  The engine then runs the batch from the on-chip input memory
+(``i`` stream) and its logits (``o`` stream) go straight into the loss unit.
+
+Control inputs (the host's control registers): ``n_queries`` (N), ``mu_w``/``mu_b``,
+``alpha_w``/``alpha_b`` (codes in the core and bias formats), ``seed``, ``step0`` (the first step
+index t), ``k_steps`` (K), ``kind`` (Rademacher or Gaussian-like xi), ``optimizer`` (0 = signRGE,
+1 = CGE), and for CGE ``m_code``, ``k_code_w/b``, ``k_shift_w/b`` (golden CGEConstants) and
+``cge_threshold`` (round(fraction * 2^32); 2^32 visits every coordinate).  The parameter, input,
+label and momentum memories are loaded through one host write port while the trainer is idle.
+
+The forward engine is any component with rtl/tt_engine.TTEngine's interface (``i``/``o`` streams,
+``cfg_*`` write bus, ``start``/``batch``/``busy``): the TT engine itself or the small
+rtl/zo_dense_engine.DenseEngine.  While the trainer is idle, the host's ``cfg_*`` writes pass
+through to the engine (its program: header, step descriptors, sine table).
+"""
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttzo.golden.fixed import QFormat
+from ttzo.golden.formats import DEFAULT_CONFIG
+from ttzo.golden.prng import MAX_QUERY
+from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC
+
+from .descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT
+from .loss_unit import LossUnit
+from .tt_engine import CFG_ADDR_BITS
+from .perturb import Mode, Perturber, XiKind
+from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32
+from .zo_update import CgeUpdate, SignRgeUpdate, momentum_next
+
+
+class HostTarget:
+    PARAMS = 0
+    INPUTS = 1
+    LABELS = 2
+    MOMENTUM = 3
+
+
+class ReadTarget:
+    PARAMS = 0
+    MOMENTUM = 1
+    LOG_LOSS = 2
+    LOG_CORRECT = 3
+
+
+class Optimizer:
+    SIGNRGE = 0
+    CGE = 1
+
+
+def log_layout(sum_bits: int) -> data.StructLayout:
+    return data.StructLayout({"loss": signed(sum_bits), "correct": unsigned(16)})
+
+
+class ZoTrainer(wiring.Component):
+    """Training sequencer + parameter/batch memories + perturber + loss unit + update engine around `engine`."""
+
+    def __init__(self, engine, *, n_params: int, n_inputs: int, classes: int, max_samples: int, n_max: int = 10,
+                 max_segments: int = 16, log_depth: int = 64,
+                 weight: QFormat = DEFAULT_CONFIG.weight, bias: QFormat = DEFAULT_CONFIG.bias,
+                 act: QFormat = DEFAULT_CONFIG.act, loss: QFormat = DEFAULT_CONFIG.loss,
+                 x_fmt: QFormat = DEFAULT_CONFIG.input, params_init=(), inputs_init=(), labels_init=(),
+                 momentum_init=()) -> None:
+        self.engine = engine
+        self.n_params, self.n_inputs, self.classes, self.max_samples = n_params, n_inputs, classes, max_samples
+        self.n_max, self.max_segments, self.log_depth = n_max, max_segments, log_depth
+        self.weight, self.bias, self.act, self.lossf, self.x_fmt = weight, bias, act, loss, x_fmt
+        self.width = max(weight.bits, bias.bits)
+        self.addr_bits = max(1, (n_params - 1).bit_length())
+        self.batch_bits = 16
+        self.sum_bits = loss.bits + self.batch_bits
+        self.host_addr_bits = max(self.addr_bits, (max_samples * n_inputs - 1).bit_length())
+        super().__init__({
+            # control registers
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "optimizer": In(1), "kind": In(XiKind), "n_queries": In(range(n_max + 1)),
+            "mu_w": In(signed(weight.bits)), "mu_b": In(signed(bias.bits)),
+            "alpha_w": In(signed(weight.bits)), "alpha_b": In(signed(bias.bits)),
+            "seed": In(32), "step0": In(32), "k_steps": In(16), "n_samples": In(range(max_samples + 1)),
+            "m_code": In(range((1 << M_FRAC) + 1)), "k_code_w": In(unsigned(K_BITS)), "k_shift_w": In(range(64)),
+            "k_code_b": In(unsigned(K_BITS)), "k_shift_b": In(range(64)), "cge_threshold": In(unsigned(33)),
+            # segment table (flat start, is_bias) and the host write port of the memories
+            "seg_we": In(1), "seg_addr": In(range(max_segments)), "seg_start": In(unsigned(self.addr_bits)),
+            "seg_bias": In(1), "n_segments": In(range(max_segments + 1)),
+            "host_we": In(1), "host_target": In(2), "host_addr": In(unsigned(self.host_addr_bits)),
+            "host_data": In(signed(64)),
+            # host read port (sync: data one cycle after the address): params, momentum, log loss, log correct
+            "host_rd_target": In(2), "host_rd_addr": In(unsigned(self.host_addr_bits)), "host_rd_data": Out(signed(64)),
+            "cfg_addr": In(CFG_ADDR_BITS), "cfg_data": In(32), "cfg_en": In(1),
+            # status / counters
+            "steps_done": Out(16), "forwards": Out(32), "cycles": Out(48),
+            "last_l0": Out(signed(self.sum_bits)), "last_correct": Out(16), "changed": Out(unsigned(self.addr_bits + 1)),
+        })
+        self.params = memory.Memory(shape=signed(self.width), depth=n_params, init=[int(v) for v in params_init])
+        self.inputs = memory.Memory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
+                                    depth=max_samples * n_inputs, init=[int(v) for v in inputs_init])
+        self.labels = memory.Memory(shape=range(classes), depth=max_samples, init=[int(v) for v in labels_init])
+        self.momentum = memory.Memory(shape=signed(B_BITS), depth=n_params, init=[int(v) for v in momentum_init])
+        self.log = memory.Memory(shape=log_layout(self.sum_bits), depth=log_depth, init=[])
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        eng = self.engine
+        m.submodules.engine = eng
+        for name in ("params", "inputs", "labels", "momentum", "log"):
+            m.submodules[name] = getattr(self, name)
+        m.submodules.perturb = pert = Perturber(self.max_segments, 1 << self.addr_bits, self.weight, self.bias)
+        m.submodules.loss = lossu = LossUnit(self.classes, self.act, self.lossf, self.batch_bits)
+        m.submodules.update = upd = SignRgeUpdate(self.n_max, self.sum_bits + 1, self.max_segments,
+                                                  1 << self.addr_bits, self.weight, self.bias)
+        m.submodules.cge = cge = CgeUpdate(self.max_segments, 1 << self.addr_bits, self.weight, self.bias)
+        m.submodules.seeder = seeder = StreamSeeder(1)
+        m.submodules.coords = coords = Xorshift32()
+        is_cge = self.optimizer == Optimizer.CGE
+
+        # --- segment table: the perturber keeps its own copy, the update engines read ours --------
+        seg_start = Array(Signal(unsigned(self.addr_bits), name=f"seg_start{k}") for k in range(self.max_segments))
+        seg_bias = Array(Signal(name=f"seg_bias{k}") for k in range(self.max_segments))
+        for k in range(self.max_segments):
+            with m.If(self.seg_we & (self.seg_addr == k)):
+                m.d.sync += [seg_start[k].eq(self.seg_start), seg_bias[k].eq(self.seg_bias)]
+            for u in (upd, cge):
+                m.d.comb += [u.seg_start[k].eq(seg_start[k]), u.seg_bias[k].eq(seg_bias[k])]
+        m.d.comb += [pert.seg_we.eq(self.seg_we), pert.seg_addr.eq(self.seg_addr),
+                     pert.seg_start.eq(self.seg_start), pert.seg_bias.eq(self.seg_bias),
+                     pert.n_segments.eq(self.n_segments), upd.n_segments.eq(self.n_segments),
+                     cge.n_segments.eq(self.n_segments)]
+
+        # --- parameter memory: comb read for the perturber, sync read + write for the updates -----
+        host = self.host_we & ~self.busy
+        # Every read port is synchronous (block RAM, and no simulator-dependent behaviour of
+        # asynchronous reads of memories written later); readers present the *next* address.
+        p_seq = self.params.read_port()
+        p_rd = self.params.read_port()
+        p_wr = self.params.write_port()
+        load_open = Signal()   # the load pass opens a segment this cycle: prefetch its first code
+        m.d.comb += [pert.theta_in.payload.eq(p_seq.data), pert.theta_in.valid.eq(1),
+                     p_rd.addr.eq(Mux(is_cge, cge.rd_addr, upd.rd_addr)),
+                     upd.rd_data.eq(p_rd.data), cge.rd_data.eq(p_rd.data)]
+        with m.If(host & (self.host_target == HostTarget.PARAMS)):
+            m.d.comb += [p_wr.addr.eq(self.host_addr), p_wr.data.eq(self.host_data), p_wr.en.eq(1)]
+        with m.Elif(is_cge):
+            m.d.comb += [p_wr.addr.eq(cge.wr_addr), p_wr.data.eq(cge.wr_data), p_wr.en.eq(cge.wr_en)]
+        with m.Else():
+            m.d.comb += [p_wr.addr.eq(upd.wr_addr), p_wr.data.eq(upd.wr_data), p_wr.en.eq(upd.wr_en)]
+
+        # --- host read-back -----------------------------------------------------------------------------
+        h_p = self.params.read_port()
+        h_b = self.momentum.read_port()
+        h_l = self.log.read_port()
+        rd_t = Signal(2)
+        m.d.sync += rd_t.eq(self.host_rd_target)
+        m.d.comb += [h_p.addr.eq(self.host_rd_addr), h_b.addr.eq(self.host_rd_addr), h_l.addr.eq(self.host_rd_addr)]
+        with m.Switch(rd_t):
+            with m.Case(ReadTarget.PARAMS):
+                m.d.comb += self.host_rd_data.eq(h_p.data)
+            with m.Case(ReadTarget.MOMENTUM):
+                m.d.comb += self.host_rd_data.eq(h_b.data)
+            with m.Case(ReadTarget.LOG_LOSS):
+                m.d.comb += self.host_rd_data.eq(h_l.data.loss)
+            with m.Case(ReadTarget.LOG_CORRECT):
+                m.d.comb += self.host_rd_data.eq(h_l.data.correct)
+
+        # --- batch memories -> engine input stream; engine output -> loss unit ------------------------
+        x_rd = self.inputs.read_port()
+        x_wr = self.inputs.write_port()
+        m.d.comb += [x_wr.addr.eq(self.host_addr), x_wr.data.eq(self.host_data),
+                     x_wr.en.eq(host & (self.host_target == HostTarget.INPUTS))]
+        l_rd = self.labels.read_port()
+        l_wr = self.labels.write_port()
+        m.d.comb += [l_wr.addr.eq(self.host_addr), l_wr.data.eq(self.host_data),
+                     l_wr.en.eq(host & (self.host_target == HostTarget.LABELS))]
+        total_in = Signal(32)
+        m.d.comb += total_in.eq(self.n_samples * self.n_inputs)
+        src_idx = Signal(32)
+        sending = Signal()
+        can_adv = ~eng.i.valid | eng.i.ready
+        m.d.comb += [x_rd.addr.eq(src_idx), x_rd.en.eq(can_adv), eng.i.payload.eq(x_rd.data)]
+        with m.If(can_adv):
+            m.d.sync += eng.i.valid.eq(sending & (src_idx != total_in))
+            with m.If(sending & (src_idx != total_in)):
+                m.d.sync += src_idx.eq(src_idx + 1)
+        m.d.comb += [lossu.logits.payload.eq(eng.o.payload), lossu.logits.valid.eq(eng.o.valid),
+                     eng.o.ready.eq(lossu.logits.ready), lossu.result.ready.eq(1), eng.batch.eq(self.n_samples)]
+        lab_idx = Signal(range(self.max_samples + 1))
+        lab_next = Signal.like(lab_idx)
+        lab_restart = Signal()
+        feeding = Signal()  # labels flow only while a forward pass runs
+        m.d.comb += [lossu.label.payload.eq(l_rd.data), lossu.label.valid.eq(feeding & (lab_idx < self.n_samples)),
+                     lab_next.eq(Mux(lab_restart, 0, Mux(lossu.label.valid & lossu.label.ready, lab_idx + 1, lab_idx))),
+                     l_rd.addr.eq(lab_next)]
+        m.d.sync += lab_idx.eq(lab_next)
+
+        # --- engine configuration bus: host while idle, the load pass while training -------------------
+        ld_en = Signal()
+        ld_addr = Signal(CFG_ADDR_BITS)
+        with m.If(self.busy):
+            m.d.comb += [eng.cfg_addr.eq(ld_addr), eng.cfg_data.eq(pert.theta_out.payload), eng.cfg_en.eq(ld_en)]
+        with m.Else():
+            m.d.comb += [eng.cfg_addr.eq(self.cfg_addr), eng.cfg_data.eq(self.cfg_data), eng.cfg_en.eq(self.cfg_en)]
+
+        # --- momentum memory: read-modify-write during the coordinate walk, read by the CGE pass -----
+        p = Signal(unsigned(self.addr_bits + 1))      # coordinate of the CGE walk
+        b_rd = self.momentum.read_port()
+        b_wr = self.momentum.write_port()
+        g = Signal(signed(self.sum_bits + 1))
+        walk_rd = Signal()
+        m.d.comb += [b_rd.addr.eq(Mux(walk_rd, p, cge.rd_addr)), cge.b_data.eq(b_rd.data)]
+        walk_wr = Signal()
+        with m.If(host & (self.host_target == HostTarget.MOMENTUM)):
+            m.d.comb += [b_wr.addr.eq(self.host_addr), b_wr.data.eq(self.host_data), b_wr.en.eq(1)]
+        with m.Else():
+            m.d.comb += [b_wr.addr.eq(p), b_wr.data.eq(momentum_next(b_rd.data, g, self.m_code)), b_wr.en.eq(walk_wr)]
+
+        # --- hyperparameters into the blocks --------------------------------------------------------
+        t = Signal(32)
+        q = Signal(range(self.n_max + 2))
+        fwd_mode = Signal(Mode)
+        m.d.comb += [pert.kind.eq(self.kind), pert.mu_w.eq(self.mu_w), pert.mu_b.eq(self.mu_b), pert.negate.eq(0),
+                     pert.coord.eq(p), pert.mode.eq(fwd_mode),
+                     upd.kind.eq(self.kind), upd.alpha_w.eq(self.alpha_w), upd.alpha_b.eq(self.alpha_b),
+                     upd.seed.eq(self.seed), upd.step.eq(t), upd.first_query.eq(0),
+                     upd.n_queries.eq(self.n_queries), upd.n_params.eq(self.n_params),
+                     cge.n_params.eq(self.n_params), cge.k_code_w.eq(self.k_code_w), cge.k_shift_w.eq(self.k_shift_w),
+                     cge.k_code_b.eq(self.k_code_b), cge.k_shift_b.eq(self.k_shift_b),
+                     seeder.seed.eq(self.seed), seeder.step.eq(t), seeder.tag.eq(0),
+                     seeder.query.eq(Mux(is_cge, MAX_QUERY - 1, (q - 1)[:QUERY_BITS])),
+                     coords.state_in.eq(seeder.state)]
+
+        # --- the sequencer ---------------------------------------------------------------------------
+        l0 = Signal(signed(self.sum_bits))
+        d = [Signal(signed(self.sum_bits + 1), name=f"d{i}") for i in range(self.n_max)]
+        for i in range(self.n_max):
+            m.d.comb += upd.d[i].eq(d[i])
+        wait = Signal(range(SEEDER_LATENCY + 1))
+        log_wr = self.log.write_port()
+        m.d.comb += [log_wr.addr.eq(self.forwards[:max(1, (self.log_depth - 1).bit_length())]),
+                     log_wr.data.loss.eq(lossu.batch_loss), log_wr.data.correct.eq(lossu.correct)]
+        loss_now = lossu.batch_loss
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # load pass state
+        k = Signal(range(self.max_segments + 1))
+        core_ofs = Signal(REGION_SHIFT)
+        bias_ofs = Signal(REGION_SHIFT)
+        seg_end = Signal(unsigned(self.addr_bits + 1))
+        m.d.comb += seg_end.eq(Mux(k + 1 < self.n_segments, seg_start[(k + 1)[:max(1, (self.max_segments - 1).bit_length())]],
+                                   self.n_params))
+        m.d.comb += p_seq.addr.eq(Mux(load_open, seg_start[k[:max(1, (self.max_segments - 1).bit_length())]],
+                                      pert.index + 1))
+        m.d.comb += ld_addr.eq(Mux(seg_bias[k], (REGION_BIASES << REGION_SHIFT) | bias_ofs,
+                                   (REGION_CORES << REGION_SHIFT) | core_ofs))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [t.eq(self.step0), self.steps_done.eq(0), self.forwards.eq(0), self.cycles.eq(0),
+                                 self.done.eq(0), self.busy.eq(1)]
+                    m.next = "STEP"
+            with m.State("STEP"):
+                with m.If(self.steps_done == self.k_steps):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [q.eq(0), fwd_mode.eq(Mode.OFF)]
+                    m.next = "LOAD"
+            # load pass: master parameters -> perturber -> engine core/bias memories
+            with m.State("LOAD"):
+                m.d.sync += [k.eq(0), core_ofs.eq(0), bias_ofs.eq(0)]
+                m.next = "L_OPEN"
+            with m.State("L_OPEN"):
+                m.d.comb += [pert.open.eq(1), pert.segment.eq(k), load_open.eq(1)]
+                m.next = "L_STREAM"
+            with m.State("L_STREAM"):
+                m.d.comb += [pert.segment.eq(k), pert.theta_out.ready.eq(1), ld_en.eq(1)]
+                with m.If(seg_bias[k]):
+                    m.d.sync += bias_ofs.eq(bias_ofs + 1)
+                with m.Else():
+                    m.d.sync += core_ofs.eq(core_ofs + 1)
+                with m.If(pert.index + 1 == seg_end):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k + 1 == self.n_segments):
+                        m.next = "FWD_START"
+                    with m.Else():
+                        m.next = "L_OPEN"
+            with m.State("FWD_START"):
+                m.d.comb += [lossu.clear.eq(1), eng.start.eq(1)]
+                m.d.comb += lab_restart.eq(1)
+                m.d.sync += [src_idx.eq(0), sending.eq(1), eng.i.valid.eq(0)]
+                m.next = "FWD_WAIT"
+            with m.State("FWD_WAIT"):
+                m.d.comb += feeding.eq(1)
+                with m.If(~eng.busy & (lossu.samples == self.n_samples) & ~lossu.result.valid):
+                    m.d.sync += sending.eq(0)
+                    m.next = "RECORD"
+            with m.State("RECORD"):
+                m.d.comb += log_wr.en.eq(1)
+                m.d.sync += [self.forwards.eq(self.forwards + 1), wait.eq(0)]
+                with m.If(q == 0):
+                    m.d.sync += [l0.eq(loss_now), self.last_l0.eq(loss_now), self.last_correct.eq(lossu.correct),
+                                 q.eq(1), p.eq(0)]
+                with m.If(is_cge):
+                    with m.If(q == 0):
+                        m.next = "CW_SEED"
+                    with m.Else():
+                        m.d.sync += g.eq(loss_now - l0)
+                        m.next = "CW_MOM_RD"
+                with m.Else():
+                    for i in range(self.n_max):
+                        with m.If(q == i + 1):
+                            m.d.sync += d[i].eq(loss_now - l0)
+                    with m.If(q != 0):
+                        m.d.sync += q.eq(q + 1)
+                    with m.If((q == self.n_queries) | ((q == 0) & (self.n_queries == 0))):
+                        m.next = "UPDATE"
+                    with m.Else():
+                        m.next = "SEED"
+            # signRGE: seed query q-1 of step t, build the perturber's checkpoints, load, run
+            with m.State("SEED"):
+                m.d.comb += seeder.valid.eq(wait == 0)
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(seeder.out_valid):
+                    m.d.comb += [pert.prepare.eq(1), pert.state.eq(seeder.state)]
+                    m.d.sync += fwd_mode.eq(Mode.RANDOM)
+                    m.next = "PREPARE"
+            with m.State("PREPARE"):
+                with m.If(~pert.busy):
+                    m.next = "LOAD"
+            with m.State("UPDATE"):
+                m.d.comb += upd.start.eq(1)
+                m.next = "UPDATE_WAIT"
+            with m.State("UPDATE_WAIT"):
+                with m.If(upd.done):
+                    m.d.sync += [self.changed.eq(upd.changed)]
+                    m.next = "STEP_END"
+            # CGE: walk the coordinates with stream (seed, t, 4095)
+            with m.State("CW_SEED"):
+                m.d.comb += seeder.valid.eq(wait == 0)
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(seeder.out_valid):
+                    m.d.comb += coords.load.eq(1)
+                    m.next = "CW_TEST"
+            with m.State("CW_TEST"):
+                with m.If(p == self.n_params):
+                    m.next = "CGE_UPDATE"
+                with m.Elif(coords.word < self.cge_threshold):
+                    m.d.sync += fwd_mode.eq(Mode.COORD)
+                    m.next = "LOAD"
+                with m.Else():
+                    m.d.sync += g.eq(0)
+                    m.next = "CW_MOM_RD"
+            with m.State("CW_MOM_RD"):    # momentum read address = p
+                m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_WR"
+            with m.State("CW_MOM_WR"):    # b_p <- sat(round(m * b_p) + g_p); next coordinate
+                m.d.comb += [walk_rd.eq(1), walk_wr.eq(1), coords.next.eq(1)]
+                m.d.sync += p.eq(p + 1)
+                m.next = "CW_TEST"
+            with m.State("CGE_UPDATE"):
+                m.d.comb += cge.start.eq(1)
+                m.next = "CGE_WAIT"
+            with m.State("CGE_WAIT"):
+                with m.If(cge.done):
+                    m.d.sync += [self.changed.eq(cge.changed)]
+                    m.next = "STEP_END"
+            with m.State("STEP_END"):
+                m.d.sync += [t.eq(t + 1), self.steps_done.eq(self.steps_done + 1)]
+                m.next = "STEP"
+        return m

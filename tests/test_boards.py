@@ -1,0 +1,311 @@
+"""Boards: profiles on amaranth-boards, PLL settings, memory sizing, the stand-in core, Verilog export, builds.
+
+Fast tests run in the default suite (elaboration and Verilog export of every board's top, the
+stand-in datapath and UART in Amaranth's simulator against a numpy model); place-and-route
+builds are `slow`.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ttzo.boards.clocking import ecp5_pll, ice40_pll
+from ttzo.boards.datapath import RepresentativeDatapath
+from ttzo.boards.perf import perf_model
+from ttzo.boards.profiles import PROFILES, get_profile
+from ttzo.boards.sizing import MemoryPlan, Region, bram_blocks, map_plan, max_state_words, memory_plan
+from ttzo.boards.top import BoardTop
+from ttzo.boards.uart_shell import UartShell
+from ttzo.golden.formats import DEFAULT_CONFIG
+from ttzo.golden.memory_budget import largest_state
+from ttzo.golden.network import mnist_tt
+from ttzo.golden.prng import fmix32
+
+
+# ---------------------------------------------------------------- profiles and platforms
+
+def test_platforms_are_real_amaranth_boards_classes():
+    expected = {"icebreaker": ("ICEBreakerPlatform", "iCE40UP5K", 12e6),
+                "ulx3s-85f": ("ULX3S_85F_Platform", "LFE5U-85F", 25e6),
+                "arty-a7-35": ("ArtyA7_35Platform", "xc7a35ti", 100e6)}
+    for name, (cls, device, osc) in expected.items():
+        plat = get_profile(name).platform()
+        assert type(plat).__name__ == cls and plat.device == device
+        assert plat.default_clk_frequency == osc == PROFILES[name].osc_hz
+        assert "uart" in {r.name for r in plat.resources.values()}
+
+
+def test_unknown_board_and_bad_lanes_are_clear_errors():
+    with pytest.raises(ValueError, match="known boards: icebreaker"):
+        get_profile("de10-nano")
+    with pytest.raises(ValueError, match="1..8"):
+        get_profile("icebreaker").with_lanes(9)
+    assert get_profile("ULX3S").name == "ulx3s-85f"
+
+
+def test_uart_divisor_within_two_percent():
+    for p in PROFILES.values():
+        assert abs(p.uart_baud_error) < 0.02, p.name
+
+
+# ---------------------------------------------------------------- PLLs (known answers from icepll / ecppll)
+
+def test_ice40_pll_matches_icepll():
+    # `icepll -i 12 -o 30` and `-o 24` (yowasp-icepll, Project IceStorm)
+    assert (lambda s: (s.divr, s.divf, s.divq, s.filter_range))(ice40_pll(12e6, 30e6)) == (0, 79, 5, 1)
+    assert (lambda s: (s.divr, s.divf, s.divq, s.filter_range))(ice40_pll(12e6, 24e6)) == (0, 63, 5, 1)
+
+
+def test_ecp5_pll_matches_ecppll():
+    # `ecppll -i 25 -o 100` (yowasp-ecppll, Project Trellis): CLKI_DIV 1, CLKFB_DIV 4, CLKOP_DIV 6, CPHASE 2
+    s = ecp5_pll(25e6, 100e6)
+    assert (s.clki_div, s.clkfb_div, s.clkop_div, s.clkop_cphase) == (1, 4, 6, 2)
+    assert s.fout_hz == 100e6 and 400e6 <= s.fvco_hz <= 800e6
+
+
+# ---------------------------------------------------------------- sizing
+
+def test_memory_plan_of_mnist_r6_is_the_paper_network():
+    net = mnist_tt(6)
+    plan = memory_plan(net, lanes=8, batch=64)
+    assert net.n_params == 3962                                   # paper, Table 1
+    assert plan.region("params").depth * 8 >= 3962 > (plan.region("params").depth - 1) * 8
+    assert plan.region("batch").depth == 64 * 784
+    assert max_state_words(net) == largest_state(net) == plan.region("state_a").depth   # golden's budget agrees
+    assert plan.region("labels").width == 4
+
+
+def test_bram_blocks_picks_best_aspect_ratio():
+    assert bram_blocks("ice40", 256, 16) == 1 and bram_blocks("ice40", 257, 16) == 2
+    assert bram_blocks("ice40", 2048, 1) == 1
+    assert bram_blocks("ecp5", 50176, 8) == math.ceil(50176 / 2048)   # 2048 x 9
+    assert bram_blocks("xc7", 5376, 16) == 3                           # 2048 x 18
+
+
+def test_mnist_r6_training_plan_fits_up5k_and_uses_spram():
+    p = get_profile("icebreaker")
+    fit = map_plan(memory_plan(mnist_tt(6), p.lanes, p.batch), p)
+    assert fit.fits and fit.spram == 4 and fit.dsp == 8 <= 8
+    # without SPRAM the batch alone (401 Kbit) would not fit the 30 x 4 Kbit EBRs
+    assert 64 * 784 * 8 > 30 * 4096
+
+
+# ---------------------------------------------------------------- perf model
+
+def test_perf_model_formula():
+    pm = perf_model(6, lanes=8, fmax_hz=25e6, utilisation=1.0)
+    assert pm.macs_per_sample == mnist_tt(6).macs() == 366048
+    assert pm.forward_cycles == 366048 // 8
+    assert pm.step_cycles == 64 * 11 * (366048 // 8) + 10 * math.ceil(3962 / 8)
+    assert pm.steps_per_epoch == 938
+    assert pm.epoch_compute_seconds == pytest.approx(938 * pm.step_cycles / 25e6)
+    assert pm.epoch_link_seconds == pytest.approx(60000 * 785 * 10 / 3e6 / 0.9)
+    with pytest.raises(ValueError):
+        perf_model(6, lanes=8, fmax_hz=25e6, utilisation=1.5)
+
+
+# ---------------------------------------------------------------- UART shell (Amaranth simulator)
+
+def test_uart_shell_loopback():
+    div = 6
+    dut = UartShell(div)
+    sent, got = [0x55, 0x00, 0xFF, 0xA3], []
+
+    async def bench(ctx):
+        ctx.set(dut.rx.ready, 1)
+        for b in sent:                          # feed tx -> pin -> rx (looped back in `loop`)
+            ctx.set(dut.tx.payload, b)
+            ctx.set(dut.tx.valid, 1)
+            await ctx.tick().until(dut.tx.ready)
+            ctx.set(dut.tx.valid, 0)
+            while len(got) <= sent.index(b):
+                await ctx.tick()
+        assert got == sent
+
+    async def loop(ctx):
+        async for _, _, pin in ctx.tick().sample(dut.tx_pin):
+            ctx.set(dut.rx_pin, pin)
+
+    async def collect(ctx):
+        async for _, _, valid, payload in ctx.tick().sample(dut.rx.valid, dut.rx.payload):
+            if valid:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(loop)
+    sim.add_process(collect)
+    sim.add_testbench(bench)
+    sim.run_until(2e-3)
+    assert got == sent
+
+
+# ---------------------------------------------------------------- stand-in datapath vs a numpy model
+
+def _small_plan(lanes=2, bank=8, batch_bytes=16, state=16) -> MemoryPlan:
+    return MemoryPlan("test", lanes, 1, (
+        Region("params", bank, 16, lanes, "params"), Region("batch", batch_bytes, 8, 1, "batch"),
+        Region("state_a", state, 16, 1, "state_a"), Region("state_b", state, 16, 1, "state_b")))
+
+
+def _requant(acc: int, shift: int) -> int:
+    v = (acc + (1 << (shift - 1))) >> shift
+    return max(-32768, min(32767, v))
+
+
+def _run_datapath(plan, bank_words, batch, state_a, commands):
+    """Load memories through the byte protocol, run `commands`, return all reply bytes."""
+    dut = RepresentativeDatapath(plan)
+    replies: list[int] = []
+    P = plan.lanes
+    lb = max(0, (P - 1).bit_length())
+
+    def frame() -> list[int]:
+        out = []
+        for i, bank in enumerate(bank_words):
+            for a, w in enumerate(bank):
+                ptr = (0 << 21) | (a << lb) | i
+                out += [ord("A"), ptr & 255, (ptr >> 8) & 255, ptr >> 16, ord("W"), w & 255, (w >> 8) & 255]
+        words = [batch[2 * j] | (batch[2 * j + 1] << 8) for j in range(len(batch) // 2)]
+        for region, data in ((1, words), (2, [v & 0xFFFF for v in state_a])):
+            ptr = region << 21
+            out += [ord("A"), ptr & 255, (ptr >> 8) & 255, ptr >> 16]
+            for w in data:
+                out += [ord("W"), w & 255, (w >> 8) & 255]
+        return out + commands
+
+    stream_in = frame()
+    expected_replies = [None]
+
+    async def bench(ctx):
+        ctx.set(dut.tx.ready, 1)
+        for b in stream_in:
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+        ctx.set(dut.rx.valid, 0)
+        for _ in range(2000):
+            await ctx.tick()
+
+    async def collect(ctx):
+        async for _, _, valid, ready, payload in ctx.tick().sample(dut.tx.valid, dut.tx.ready, dut.tx.payload):
+            if valid and ready:
+                replies.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(collect)
+    sim.add_testbench(bench)
+    sim.run()
+    del expected_replies
+    return replies
+
+
+@pytest.mark.parametrize("K,groups,src", [(3, 5, 1), (6, 3, 1), (4, 4, 0)])
+def test_datapath_mac_lanes_match_numpy(K, groups, src):
+    rng = np.random.default_rng(K * 7 + src)
+    plan = _small_plan()
+    P, Bd, Sd = plan.lanes, 8, 16
+    banks = [[int(v) for v in rng.integers(-3000, 3000, Bd)] for _ in range(P)]
+    batch = [int(v) for v in rng.integers(0, 256, 16)]
+    sa = [int(v) for v in rng.integers(-30000, 30000, Sd)]
+    G = [ord("G"), K, groups & 255, groups >> 8, src]                # mu = 0
+    read_back = [ord("A"), 0, 0, (3 if src == 1 else 2) << 5] + [ord("R")] * (groups * P)
+    replies = _run_datapath(plan, banks, batch, sa, G + read_back)
+
+    c = DEFAULT_CONFIG                       # shifts follow the formats (the datapath reads them too)
+    shift = c.weight.frac + (c.input.frac if src == 0 else c.state.frac) - c.state.frac
+    xs = batch if src == 0 else sa
+    outs = []
+    for g in range(groups):
+        for i in range(P):
+            acc = sum(xs[(g * K + t) % len(xs)] * banks[i][(g * K + t) % Bd] for t in range(K))
+            outs.append(_requant(acc, shift))
+    loss = sum(outs) & 0xFFFFFFFF
+    assert len(replies) == 4 + 2 * groups * P
+    assert int.from_bytes(bytes(replies[:4]), "little") == loss
+    words = [int.from_bytes(bytes(replies[4 + 2 * j: 6 + 2 * j]), "little", signed=True) for j in range(groups * P)]
+    assert words == outs[:Sd]
+
+
+def test_datapath_sign_update_uses_lane_prng():
+    plan = _small_plan()
+    banks = [[100 * (i + 1) + a for a in range(8)] for i in range(2)]
+    cmds = [ord("U"), 3, 0] + [ord("A"), 0, 0, 0] + [ord("R")] * 16
+    replies = _run_datapath(plan, banks, [0] * 16, [0] * 16, cmds)
+    assert replies[0] == 0x55
+    words = [int.from_bytes(bytes(replies[1 + 2 * j: 3 + 2 * j]), "little", signed=True) for j in range(16)]
+    for j, w in enumerate(words):            # pointer order: word a of bank i at (a << 1) | i
+        a, i = j >> 1, j & 1
+        step = -1 if (fmix32(i + 1) >> 30) & 1 else 1
+        assert w == banks[i][a] - (step if a < 3 else 0)
+
+
+# ---------------------------------------------------------------- elaboration and Verilog export of every board
+
+@pytest.mark.parametrize("board", sorted(PROFILES))
+def test_board_top_elaborates_and_exports_verilog(board, tmp_path):
+    from ttzo.boards.build import build
+    r = build(board, tmp_path, verilog_only=True, rank=6, lanes=2 if board != "icebreaker" else None)
+    v = (tmp_path / "top.v").read_text()
+    assert "module top" in v
+    c = (tmp_path / r.files["constraints"]).read_text()
+    assert "uart" in c
+    if board == "icebreaker":
+        assert "SB_SPRAM256KA" in v and "SB_PLL40_PAD" in v
+    if board == "ulx3s-85f":
+        assert "EHXPLLL" in v
+    if board == "arty-a7-35":
+        assert "set_property LOC" in c and "create_clock" in c
+    plan = json.loads((tmp_path / "memory-plan.json").read_text())
+    assert plan["net"] == "mnist-tt-r6" and r.rank == 6
+
+
+@pytest.mark.slow
+def test_full_profile_tops_elaborate():
+    """The default profiles (P = 8 / 128 / 64 lanes) elaborate on their platforms."""
+    for name, p in PROFILES.items():
+        top = BoardTop(p)
+        p.platform().prepare(top, name="top")
+        assert top.plan.lanes == p.lanes
+
+
+def test_link_core_swaps_in_on_a_board(tmp_path):
+    """The registry builds E's link top (UART pins straight to its PHY) in place of the stand-in."""
+    pytest.importorskip("ttzo.rtl.link_top")
+    from ttzo.boards.build import build
+    build("icebreaker", tmp_path, core="link", rank=6, verilog_only=True)
+    v = (tmp_path / "top.v").read_text()
+    assert "module top" in v and "SB_PLL40_PAD" in v and "RepresentativeDatapath" not in v
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_unknown_core_is_a_clear_error():
+    with pytest.raises(ValueError, match="registered cores"):
+        BoardTop(get_profile("icebreaker"), core="nope")
+
+
+# ---------------------------------------------------------------- real builds (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_bitstream_build_meets_timing(board, tmp_path):
+    from ttzo.boards.build import build
+    from ttzo.boards.report import make_report
+    r = build(board, tmp_path)
+    rep = make_report(r, golden=None)
+    assert (tmp_path / r.files["bitstream"]).stat().st_size > 0
+    assert rep["timing"]["met"], rep["timing"]
+    assert all(v["used"] <= v["available"] for v in rep["resources"].values() if v.get("available"))
+
+
+@pytest.mark.slow
+def test_arty_resource_estimate(tmp_path):
+    from ttzo.boards.build import build
+    from ttzo.boards.report import make_report
+    rep = make_report(build("arty-a7-35", tmp_path), golden=None)
+    assert rep["resources"]["dsp"]["used"] >= 1

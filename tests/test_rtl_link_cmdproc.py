@@ -1,0 +1,175 @@
+"""Command processor (standalone link design) in the Amaranth simulator, reply for reply against the
+Python reference board (ttzo.sim.link_model): valid requests, every error class, resync after garbage."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from amaranth.sim import Simulator
+
+from ttzo.host import protocol as P
+from ttzo.rtl.link_top import LinkTop
+from ttzo.sim.link_model import LinkModel, default_identify
+
+IDENT = default_identify(max_payload=128, n_config=4, n_results=4,
+                         regions=(P.RegionInfo(P.Region.PARAMS, 16, 16), P.RegionInfo(P.Region.BATCH, 8, 32),
+                                  P.RegionInfo(P.Region.NODES, 32, 8),
+                                  P.RegionInfo(P.Region.OUTPUTS, 16, 4, P.REGION_FLAG_READABLE)))
+
+
+def run_design(chunks: list[bytes], ident=IDENT, idle_cycles: int = 60) -> list[bytes]:
+    """Feed each chunk of line bytes (waiting for the design to go quiet in between); line bytes out per chunk."""
+    dut = LinkTop(ident, "stream")
+    outs: list[bytes] = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for chunk in chunks:
+            out = bytearray()
+            pos, quiet = 0, 0
+            while pos < len(chunk) or quiet < idle_cycles:
+                if pos < len(chunk):
+                    ctx.set(dut.i.valid, 1)
+                    ctx.set(dut.i.payload, chunk[pos])
+                else:
+                    ctx.set(dut.i.valid, 0)
+                acc = ctx.get(dut.i.valid) and ctx.get(dut.i.ready)
+                if ctx.get(dut.o.valid):
+                    out.append(ctx.get(dut.o.payload.data))
+                    quiet = 0
+                elif pos < len(chunk):
+                    quiet = 0
+                else:
+                    quiet += 1
+                await ctx.tick()
+                pos += acc
+            outs.append(bytes(out))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return outs
+
+
+def req(cmd, payload=b"", seq=1, **kw) -> bytes:
+    return P.Frame(cmd, seq, payload, **kw).encode()
+
+
+def raw(body: bytes, fix_crc=True) -> bytes:
+    """A frame from explicit header+payload bytes (CRC recomputed unless told otherwise)."""
+    if fix_crc:
+        body = body + P.crc16(body).to_bytes(2, "big")
+    return bytes([P.END]) + P.slip_escape(body) + bytes([P.END])
+
+
+def test_requests_match_reference_model():
+    W, R = P.WRITE_HDR.pack, P.READ_REQ.pack
+    chunks = [
+        req(P.Cmd.IDENTIFY, seq=1),
+        req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 4) + bytes(range(0xB8, 0xB8 + 12)), seq=2),   # 0xC0, 0xDB inside
+        req(P.Cmd.READ_REGION, R(P.Region.PARAMS, 0, 20), seq=3),
+        req(P.Cmd.WRITE_REGION, W(P.Region.NODES, 8) + bytes(range(8)), seq=4),
+        req(P.Cmd.READ_REGION, R(P.Region.NODES, 4, 12), seq=5),
+        req(P.Cmd.CONFIGURE, struct.pack("<HII", 1, 0xDEADBEEF, 0x12345678), seq=6),
+        req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(0, 4), seq=7),
+        req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(3), seq=8),
+        req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(3), seq=8),                   # retransmission: not run again
+        req(P.Cmd.READ_RESULTS, P.REG_RANGE.pack(0, 3), seq=9),
+        req(P.Cmd.STATUS, seq=10),
+        req(P.Cmd.RESET, seq=11),
+        req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(0, 4), seq=12),
+        req(P.Cmd.READ_REGION, R(P.Region.PARAMS, 0, 20), seq=13),        # memories survive RESET
+    ]
+    model = LinkModel(IDENT)
+    expected = [model.feed(c) for c in chunks]
+    got = run_design(chunks)
+    for c, e, g in zip(chunks, expected, got):
+        assert g == e, f"request {c.hex()}"
+    assert P.decode_body(P.slip_unescape(got[9][1:-1])).payload == struct.pack("<3I", P.Op.STEPS, 3, 1)
+
+
+def test_errors_match_reference_and_change_nothing():
+    W, R = P.WRITE_HDR.pack, P.READ_REQ.pack
+    good = P.Frame(P.Cmd.WRITE_REGION, 3, W(P.Region.BATCH, 0) + b"abcd").body()
+    flipped = bytearray(good); flipped[7] ^= 0x04
+    bad = [
+        raw(bytes(flipped), fix_crc=False),                                 # CRC
+        bytes([P.END]) + good[:5] + bytes([P.ESC, 0x41]) + good[5:] + bytes([P.END]),   # bad escape
+        raw(P.HEADER.pack(1, P.Cmd.WRITE_REGION, 4, 0, 140) + bytes(140)),  # longer than max_payload
+        raw(b"\x01\x02\x03"),                                               # runt: dropped
+        raw(P.HEADER.pack(2, P.Cmd.IDENTIFY, 5, 0, 0)),                     # version
+        raw(P.HEADER.pack(1, P.Cmd.IDENTIFY, 6, 9, 0)),                     # status byte in a request
+        raw(P.HEADER.pack(1, P.Cmd.IDENTIFY, 7, 0, 3)),                     # length field lies
+        req(0x77, seq=8), req(0x81, seq=9),                                 # unknown commands
+        req(P.Cmd.IDENTIFY, b"x", seq=10),
+        req(P.Cmd.WRITE_REGION, b"\x00\x00", seq=11),
+        req(P.Cmd.WRITE_REGION, W(9, 0) + b"ab", seq=12),                   # unknown region
+        req(P.Cmd.WRITE_REGION, W(P.Region.OUTPUTS, 0) + b"ab", seq=13),    # read-only
+        req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 1) + b"ab", seq=14),     # misaligned offset
+        req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 0) + b"abc", seq=15),    # odd length
+        req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 30) + b"abcd", seq=16),  # past the end
+        req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 0xFFFFFFFE) + b"ab", seq=17),   # wraps 32 bits
+        req(P.Cmd.READ_REGION, R(P.Region.BATCH, 0, 129), seq=18),          # longer than max_payload
+        req(P.Cmd.READ_REGION, R(P.Region.NODES, 2, 4), seq=19),
+        req(P.Cmd.READ_REGION, R(P.Region.BATCH, 0, 4) + b"x", seq=20),
+        req(P.Cmd.CONFIGURE, struct.pack("<HI", 4, 1), seq=21),
+        req(P.Cmd.CONFIGURE, struct.pack("<HII", 3, 1, 2), seq=22),
+        req(P.Cmd.CONFIGURE, struct.pack("<HI", 0, 1) + b"z", seq=23),
+        req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(2, 3), seq=24),
+        req(P.Cmd.READ_RESULTS, P.REG_RANGE.pack(0xFFFF, 2), seq=25),
+        req(P.Cmd.RUN_STEPS, b"\x01", seq=26),
+        bytes(range(256)) + req(P.Cmd.READ_REGION, R(P.Region.BATCH, 0, 8), seq=27),   # garbage, then a frame
+        req(P.Cmd.STATUS, seq=28),
+    ]
+    model = LinkModel(IDENT)
+    expected = [model.feed(c) for c in bad]
+    got = run_design(bad)
+    for c, e, g in zip(bad, expected, got):
+        assert g == e, f"request {c.hex()}"
+    statuses = []
+    for g in got[:-2]:
+        frames = [P.decode_body(P.slip_unescape(f)) for f in P.FrameSplitter().feed(g)]
+        statuses += [f.status for f in frames]
+    assert P.Status.OK not in statuses                       # every malformed request refused
+    assert model.mem[P.Region.BATCH] == bytes(32) and model.config == [0] * 4
+    st = P.BoardStatus.decode(P.decode_body(P.slip_unescape(got[-1][1:-1])).payload)
+    # CRC, escape, overflow, runt, and the garbage: 0x00..0xBF (overflow) and 0xC1..0xFF (bad escapes)
+    assert st.rx_bad == 6 and st.rx_ok == 24
+
+
+def _frames(line: bytes) -> list[P.Frame]:
+    return [P.decode_body(P.slip_unescape(f)) for f in P.FrameSplitter().feed(line)]
+
+
+def test_busy_refusals_and_reset_abort():
+    W = P.WRITE_HDR.pack
+    chunks = [
+        req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(100_000), seq=1),           # the stub stays busy 100,001 cycles
+        req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(100_000), seq=1),           # retransmission while busy: OK, not BUSY
+        req(P.Cmd.WRITE_REGION, W(P.Region.BATCH, 0) + b"abcd", seq=2),
+        req(P.Cmd.CONFIGURE, struct.pack("<HI", 0, 5), seq=3),
+        req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 0, 4), seq=4),
+        req(P.Cmd.RUN_INFERENCE, P.RUN_REQ.pack(1), seq=5),
+        req(P.Cmd.STATUS, seq=6),
+        req(P.Cmd.READ_RESULTS, P.REG_RANGE.pack(0, 2), seq=7),
+        req(P.Cmd.IDENTIFY, seq=8),
+        req(P.Cmd.RESET, seq=9),                                       # aborts the operation
+        req(P.Cmd.STATUS, seq=10),
+        req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 0, 4), seq=11),
+    ]
+    got = [_frames(g) for g in run_design(chunks)]
+    assert all(len(f) == 1 for f in got)
+    f = [g[0] for g in got]
+    assert f[0].status == f[1].status == P.Status.OK and f[1].seq == 1
+    del f[1]
+    assert [x.seq for x in f] == list(range(1, 12))
+    assert [x.status for x in f[1:5]] == [P.Status.BUSY] * 4
+    st = P.BoardStatus.decode(f[5].payload)
+    assert st.busy and st.last_op == P.Op.STEPS and 0 < st.op_cycles < 100_000
+    assert f[6].status == P.Status.OK and f[6].payload == bytes(8)   # results readable while busy
+    assert f[7].status == P.Status.OK and P.Identify.decode(f[7].payload) == IDENT
+    assert f[8].status == P.Status.OK
+    st = P.BoardStatus.decode(f[9].payload)
+    assert not st.busy and st.last_op == 0 and st.rx_ok == 1 and st.rx_bad == 0
+    assert f[10].status == P.Status.OK and f[10].payload == bytes(4)  # the refused write left memory alone

@@ -1,0 +1,83 @@
+"""Whole ZO training steps on chip (rtl/zo_trainer.py + rtl/tt_engine.py) in cocotb, equal to golden bit for bit.
+
+Starting from the same parameters, seed and a real MNIST training batch, the RTL's parameters after
+3 signRGE steps and after 1 CGE step (and its momentum), and every batch loss and correct count it
+logs, equal golden/zo_fixed.py's.  The bench starts the trainer and awaits `done`; the clock runs
+inside the simulator.  Default suite: the small TT net (784 -> 16 -> 10, rank 2, 210 parameters),
+3 signRGE steps with N = 2 and one CGE step over ~5 % of the coordinates (golden's coordinate
+sampling), on Verilator with a real batch of 32 and on Icarus (slower) with 8.  `slow`: batch 64
+with N = 3 and every CGE coordinate of the small net, and the paper's r = 6 network on batch 64.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttzo.golden.formats import DEFAULT_CONFIG
+from ttzo.rtl.descriptors import EngineParams
+from ttzo.sim import runner
+from ttzo.sim.tb_zo_nets import small_mnist_net
+from ttzo.sim.tt_cosim import seeded_params
+from ttzo.sim.zo_cosim import ZoCase, cosimulate_zo
+
+#: The model the default suite builds (one per simulator), shared by its cases.
+SMALL_ENGINE = EngineParams(lanes=4, buf_elems=1024, in_elems=1024, out_elems=64, core_words=512, bias_words=64,
+                            max_steps=8, sine_bits=4)
+N_MAX, LOG_DEPTH = 4, 256
+
+
+def _batch(mnist_dir, B: int):
+    from ttzo.golden.mnist import load_mnist
+    ds = load_mnist(mnist_dir)
+    return (np.asarray(ds.train_images[:B], dtype=np.int64).reshape(B, -1),
+            np.asarray(ds.train_labels[:B], dtype=np.int64))
+
+
+def _small_cases(mnist_dir, B: int, queries: int, cge_fraction: float) -> list[ZoCase]:
+    net = small_mnist_net()
+    x, y = _batch(mnist_dir, B)
+    theta = net.flatten(seeded_params(net, DEFAULT_CONFIG, 0))
+    return [ZoCase("signrge-3", net, theta, x, y, "signrge", seed=7, step0=0, k_steps=3, n_queries=queries),
+            ZoCase("cge-1", net, theta, x, y, "cge", seed=7, step0=3, fraction=cge_fraction)]
+
+
+def _check(results, queries: int) -> None:
+    for r in results:
+        assert r.losses_equal, f"{r.name}: logged losses differ\n got {r.got_log}\nwant {r.want_log}"
+        assert r.params_equal and r.momentum_equal, f"{r.name}: parameters/momentum differ from golden"
+        assert r.bit_exact
+    sg, cg = results
+    assert sg.steps == 3 and sg.forwards == 3 * (1 + queries)
+    assert cg.steps == 1 and cg.forwards >= 2
+
+
+def test_verilator_small_net(mnist_dir) -> None:
+    _check(cosimulate_zo(_small_cases(mnist_dir, 32, 2, 0.05), SMALL_ENGINE, "verilator", N_MAX, LOG_DEPTH), 2)
+
+
+@pytest.mark.icarus
+@pytest.mark.skipif(not runner.have_icarus(), reason="Icarus Verilog not installed")
+def test_icarus_small_net(mnist_dir) -> None:
+    _check(cosimulate_zo(_small_cases(mnist_dir, 8, 2, 0.05), SMALL_ENGINE, "icarus", N_MAX, LOG_DEPTH), 2)
+
+
+@pytest.mark.slow
+def test_verilator_small_net_batch64_every_coordinate(mnist_dir) -> None:
+    (sg, cg) = cosimulate_zo(_small_cases(mnist_dir, 64, 3, 1.0), SMALL_ENGINE, "verilator", N_MAX, LOG_DEPTH)
+    _check([sg, cg], 3)
+    assert cg.forwards == 210 + 1
+
+
+@pytest.mark.slow
+def test_verilator_mnist_r6_batch64(mnist_dir) -> None:
+    """The paper's network at r = 6: 3 signRGE steps (N = 10) and one CGE step over 1 % of the coordinates."""
+    from ttzo.golden.network import mnist_tt
+    net = mnist_tt(6)
+    x, y = _batch(mnist_dir, 64)
+    theta = net.flatten(seeded_params(net, DEFAULT_CONFIG, 0))
+    cases = [ZoCase("signrge-3", net, theta, x, y, "signrge", seed=7, k_steps=3, n_queries=10, alpha=0.005),
+             ZoCase("cge-1", net, theta, x, y, "cge", seed=7, step0=3, fraction=0.01)]
+    results = cosimulate_zo(cases, EngineParams(lanes=16), "verilator", n_max=10, log_depth=4096)
+    for r in results:
+        assert r.bit_exact, r.to_dict()
+    assert results[0].forwards == 3 * 11

@@ -1,0 +1,163 @@
+"""ZO update engines (rtl/zo_update.py) against golden/zo_fixed.py: signRGE and CGE update passes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module, signed
+from amaranth.lib import memory
+
+from ttzo.golden import zo_fixed
+from ttzo.golden.formats import DEFAULT_CONFIG
+from ttzo.rtl.perturb import XiKind
+from ttzo.rtl.zo_update import CgeUpdate, SignRgeUpdate
+from ttzo.sim.tb_zo_amsim import run
+from ttzo.sim.tb_zo_golden import step_codes
+from ttzo.sim.tb_zo_nets import segments, small_mnist_net
+
+
+class WithMemory(Elaboratable):
+    """An update engine wired to a parameter memory initialised with `theta`."""
+
+    def __init__(self, engine, theta: np.ndarray) -> None:
+        self.engine = engine
+        self.mem = memory.Memory(shape=engine.rd_data.shape(), depth=len(theta), init=[int(v) for v in theta])
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.engine = e = self.engine
+        m.submodules.mem = self.mem
+        rd = self.mem.read_port()
+        wr = self.mem.write_port()
+        m.d.comb += [rd.addr.eq(e.rd_addr), e.rd_data.eq(rd.data),
+                     wr.addr.eq(e.wr_addr), wr.data.eq(e.wr_data), wr.en.eq(e.wr_en)]
+        return m
+
+
+def golden_signrge_update(net, theta, d, seed, step, kind, alpha_w, alpha_b):
+    """golden zo_fixed.signrge_step with a loss that yields the given differences d_i = L_i - L_0."""
+    pf, mu, alpha = step_codes(net, DEFAULT_CONFIG, 1, 1, alpha_w, alpha_b)
+    losses = np.concatenate([[0], np.asarray(d, dtype=np.int64)])
+    new, _ = zo_fixed.signrge_step(lambda thetas: losses[:len(thetas)], theta, seed, step, len(d), mu, alpha, pf,
+                                   kind)
+    return new
+
+
+def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b, first_query=0):
+    eng = SignRgeUpdate(n_max, max_segments=16, n_params_max=1024)
+    top = WithMemory(eng, theta)
+    out: dict = {}
+
+    async def bench(ctx):
+        for k, (s, _, b) in enumerate(segs):
+            ctx.set(eng.seg_start[k], s)
+            ctx.set(eng.seg_bias[k], b)
+        ctx.set(eng.n_segments, len(segs))
+        ctx.set(eng.n_params, len(theta))
+        for i, v in enumerate(d):
+            ctx.set(eng.d[i], int(v))
+        ctx.set(eng.n_queries, len(d))
+        ctx.set(eng.seed, seed)
+        ctx.set(eng.step, step)
+        ctx.set(eng.first_query, first_query)
+        ctx.set(eng.kind, kind)
+        ctx.set(eng.alpha_w, alpha_w)
+        ctx.set(eng.alpha_b, alpha_b)
+        ctx.set(eng.start, 1)
+        await ctx.tick()
+        ctx.set(eng.start, 0)
+        c = 1
+        while not ctx.get(eng.done):
+            await ctx.tick()
+            c += 1
+        out["cycles"] = c
+        out["changed"] = ctx.get(eng.changed)
+        out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(len(theta))])
+
+    run(top, bench)
+    return out
+
+
+@pytest.mark.parametrize("kind,N,n_max", [("rademacher", 10, 10), ("rademacher", 3, 5), ("gaussian", 4, 4)])
+def test_signrge_update_matches_golden(kind: str, N: int, n_max: int) -> None:
+    net = small_mnist_net()
+    segs = segments(net)
+    rng = np.random.default_rng(N)
+    theta = net.flatten(net.quantize(net.init(rng), DEFAULT_CONFIG))
+    theta[::13] = DEFAULT_CONFIG.weight.max_code      # saturation at both rails
+    theta[7::19] = DEFAULT_CONFIG.weight.min_code
+    mask = net.bias_mask()
+    theta = np.where(mask, DEFAULT_CONFIG.bias.saturate(theta), theta)
+    d = rng.integers(-(1 << 40), 1 << 40, size=N)
+    d[0] = 0
+    if N > 2:
+        d[1] = -(1 << 48)
+        d[2] = (1 << 48) - 1
+    seed, step = int(rng.integers(0, 2**32)), 11
+    want = golden_signrge_update(net, theta, d, seed, step, kind, 41, 5)
+    got = _simulate_signrge(theta, segs, d, n_max, seed, step,
+                            XiKind.GAUSSIAN if kind == "gaussian" else XiKind.RADEMACHER, 41, 5)
+    np.testing.assert_array_equal(got["theta"], want)
+    assert got["changed"] == int(np.sum(want != theta))
+    assert np.any(want == theta) and np.any(want != theta)
+    assert got["cycles"] == net.n_params + n_max + 10  # the documented pass time
+
+
+def test_signrge_equal_losses_leave_parameters_unchanged() -> None:
+    net = small_mnist_net()
+    theta = net.flatten(net.quantize(net.init(np.random.default_rng(0)), DEFAULT_CONFIG))
+    got = _simulate_signrge(theta, segments(net), np.zeros(4, dtype=np.int64), 4, 1, 2, XiKind.RADEMACHER, 41, 5)
+    np.testing.assert_array_equal(got["theta"], theta)
+    assert got["changed"] == 0
+
+
+@pytest.mark.parametrize("k_code_w,k_shift_w,k_code_b,k_shift_b", [(4095, 62, 2048, 1), (3000, 30, 4000, 45),
+                                                                     (2049, 40, 2500, 33)])
+def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b) -> None:
+    """theta <- sat(theta - round(k*b >> s)) for momentum values across the 47-bit range, incl. rails."""
+    net = small_mnist_net()
+    rng = np.random.default_rng(k_shift_w)
+    cfg = DEFAULT_CONFIG
+    theta = net.flatten(net.quantize(net.init(rng), cfg))
+    b = rng.integers(-zo_fixed.B_MAX - 1, zo_fixed.B_MAX + 1, size=net.n_params)
+    b[::5] >>= rng.integers(0, 46, size=b[::5].size)     # small magnitudes too
+    b[0], b[1], b[2] = zo_fixed.B_MAX, -zo_fixed.B_MAX - 1, -1
+    pf = zo_fixed.ParamFormats.of(net, cfg)
+    k_code = np.where(pf.is_bias, k_code_b, k_code_w)
+    k_shift = np.where(pf.is_bias, k_shift_b, k_shift_w)
+    c = zo_fixed.CGEConstants(np.ones(net.n_params, dtype=np.int64), 1 << zo_fixed.M_FRAC, k_code, k_shift)
+    want, b_same, _ = zo_fixed.cge_step(lambda t: np.zeros(len(t), dtype=np.int64), theta, b,
+                                        np.zeros(0, dtype=np.int64), c, pf)
+    np.testing.assert_array_equal(b_same, b)  # m = 1, g = 0: the pass sees exactly b
+
+    eng = CgeUpdate(max_segments=16, n_params_max=1024)
+    top = WithMemory(eng, theta)
+    bmem = memory.Memory(shape=signed(zo_fixed.B_BITS), depth=net.n_params, init=[int(v) for v in b])
+
+    class Top(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.top = top
+            m.submodules.bmem = bmem
+            rd = bmem.read_port()
+            m.d.comb += [rd.addr.eq(eng.rd_addr), eng.b_data.eq(rd.data)]
+            return m
+
+    out = {}
+
+    async def bench(ctx):
+        segs = segments(net)
+        for k, (s, _, isb) in enumerate(segs):
+            ctx.set(eng.seg_start[k], s)
+            ctx.set(eng.seg_bias[k], isb)
+        for name, v in dict(n_segments=len(segs), n_params=net.n_params, k_code_w=k_code_w, k_shift_w=k_shift_w,
+                            k_code_b=k_code_b, k_shift_b=k_shift_b).items():
+            ctx.set(getattr(eng, name), v)
+        ctx.set(eng.start, 1)
+        await ctx.tick()
+        ctx.set(eng.start, 0)
+        await ctx.tick().until(eng.done)
+        out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(net.n_params)])
+
+    run(Top(), bench)
+    np.testing.assert_array_equal(out["theta"], want)
+    assert np.any(want == pf.hi) and np.any(want == pf.lo)  # both rails reached

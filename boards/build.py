@@ -97,7 +97,7 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     top = BoardTop(profile, core, rank)
     platform = profile.platform()
     plan = platform.prepare(top, name="top", **overrides(profile))
-    for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log"):
+    for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log", "top.tim", "top.rpt"):
         (out / stale).unlink(missing_ok=True)
     plan.extract(str(out))
     result = BuildResult(profile, out, top.rank, core, verilog_only)

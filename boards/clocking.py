@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
 
 from .profiles import BoardProfile
 
@@ -90,19 +90,23 @@ def ecp5_pll(fin_hz: float, fout_hz: float) -> Ecp5Pll:
 
 
 class BoardClock(Elaboratable):
-    """Creates the `sync` domain at the profile's clock from the board oscillator (PLL when they differ)."""
+    """Clock (`clk`) at the profile's frequency from the board oscillator (PLL when they differ) and its
+    power-on reset (`rst`); the parent drives its `sync` domain from them."""
 
     def __init__(self, profile: BoardProfile) -> None:
         self.profile = profile
         self.locked = Signal()
+        self.clk = Signal()
+        self.rst = Signal(init=1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         p = self.profile
-        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.domains.por = cd_por = ClockDomain("por", reset_less=True)
+        m.d.comb += self.clk.eq(cd_por.clk)
         clk_name = platform.default_clk
         if p.clock_hz == p.osc_hz:
-            m.d.comb += [cd_sync.clk.eq(platform.request(clk_name, 0).i), self.locked.eq(1)]
+            m.d.comb += [cd_por.clk.eq(platform.request(clk_name, 0).i), self.locked.eq(1)]
         elif p.family == "ice40":
             s = ice40_pll(p.osc_hz, p.clock_hz)
             pin = platform.request(clk_name, 0, dir="-")
@@ -111,7 +115,7 @@ class BoardClock(Elaboratable):
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=s.divr, p_DIVF=s.divf, p_DIVQ=s.divq,
                 p_FILTER_RANGE=s.filter_range,
                 i_PACKAGEPIN=pin.io, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=self.locked)
+                o_PLLOUTGLOBAL=cd_por.clk, o_LOCK=self.locked)
         elif p.family == "ecp5":
             s = ecp5_pll(p.osc_hz, p.clock_hz)
             clkin = platform.request(clk_name, 0).i
@@ -124,9 +128,9 @@ class BoardClock(Elaboratable):
                 p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
                 p_CLKI_DIV=s.clki_div, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=s.clkop_div,
                 p_CLKOP_CPHASE=s.clkop_cphase, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=s.clkfb_div,
-                i_RST=0, i_STDBY=0, i_CLKI=clkin, i_CLKFB=cd_sync.clk, i_PHASESEL0=0, i_PHASESEL1=0,
+                i_RST=0, i_STDBY=0, i_CLKI=clkin, i_CLKFB=cd_por.clk, i_PHASESEL0=0, i_PHASESEL1=0,
                 i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
-                o_CLKOP=cd_sync.clk, o_LOCK=self.locked)
+                o_CLKOP=cd_por.clk, o_LOCK=self.locked)
         else:
             raise ValueError(f"board {p.name}: no PLL support for family {p.family}; set clock_hz = osc_hz")
         # No add_clock_constraint here: the platform constrains the oscillator pin and nextpnr derives
@@ -134,12 +138,10 @@ class BoardClock(Elaboratable):
         # does not survive synthesis).
 
         # Power-on reset: held while the PLL is unlocked and POR_CYCLES after it locks.
-        m.domains.por = cd_por = ClockDomain("por", reset_less=True)
-        m.d.comb += cd_por.clk.eq(ClockSignal("sync"))
         count = Signal(range(POR_CYCLES + 1))
         with m.If(~self.locked):
             m.d.por += count.eq(0)
         with m.Elif(count != POR_CYCLES):
             m.d.por += count.eq(count + 1)
-        m.d.comb += cd_sync.rst.eq(count != POR_CYCLES)
+        m.d.comb += self.rst.eq(count != POR_CYCLES)
         return m

@@ -130,8 +130,8 @@ class RepresentativeDatapath(wiring.Component):
 
         # operand x for all lanes (from the batch byte or a state word)
         src_word = Mux(src == 0, bulk.rdata, Mux(src == 1, sa.rdata, sb.rdata))
-        x = Signal(signed(17))
-        x_q = Signal(signed(17))
+        x = Signal(signed(16))          # batch bytes zero-extend: one 16x16 hard multiplier per lane
+        x_q = Signal(signed(16))
         m.d.comb += x.eq(Mux(src == 0, Mux(byte1, bulk.rdata[8:], bulk.rdata[:8]), src_word.as_signed()))
         m.d.sync += x_q.eq(x)
 

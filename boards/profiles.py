@@ -7,6 +7,11 @@ A profile is the one place that says how the design is sized for a board: the ta
 
 The platforms come from the `amaranth-boards` package (a real release, 0.0.21, that provides
 `ICEBreakerPlatform`, `ULX3S_85F_Platform` and `ArtyA7_35Platform` and works with Amaranth 0.5).
+
+Sizing choices (docs/boards.md): iCEBreaker P = 8 (all SB_MAC16s), memories for rank 8, the largest
+MNIST rank that fits the UP5K; ULX3S P = 32, rank 12 (an epoch is UART-bound beyond ~32 lanes,
+and rank 12 keeps half the DP16KDs free; `boards.sizing.largest_rank` reports 31 as the limit);
+Arty P = 64, rank 6 (parameter banks in LUT RAM).
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ class BoardProfile:
     lanes: int                        # MAC lanes P (default; `--lanes` overrides)
     capacity: Capacity
     bitstream: bool                   # can we place, route and pack with open tools?
+    rank: int = 6                     # MNIST TT rank the memories are sized for by default (--rank)
     batch: int = 64                   # samples held on chip per training step
     queries: int = 10                 # signRGE perturbations N (2N + 1 forward passes per sample)
 
@@ -95,19 +101,19 @@ PROFILES: dict[str, BoardProfile] = {
         BoardProfile(
             name="icebreaker", title="1BitSquared iCEBreaker", family="ice40", device="iCE40UP5K-SG48",
             platform_factory=_icebreaker, osc_hz=12e6, clock_hz=30e6, goal_hz=20e6, uart_baud=3_000_000,
-            lanes=8,
+            lanes=8, rank=8,
             capacity=Capacity(logic=5280, ff=5280, dsp=8, bram=30, bram_bits=4096, spram=4, logic_name="LC"),
             bitstream=True),
         BoardProfile(
             name="ulx3s-85f", title="Radiona ULX3S (LFE5U-85F)", family="ecp5", device="LFE5U-85F-6BG381C",
             platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=100e6, goal_hz=100e6, uart_baud=3_000_000,
-            lanes=128,
+            lanes=32, rank=12,
             capacity=Capacity(logic=83640, ff=83640, dsp=156, bram=208, bram_bits=18432, logic_name="LUT4"),
             bitstream=True),
         BoardProfile(
             name="arty-a7-35", title="Digilent Arty A7-35T", family="xc7", device="xc7a35ticsg324-1L",
             platform_factory=_arty_a7_35, osc_hz=100e6, clock_hz=100e6, goal_hz=100e6, uart_baud=3_000_000,
-            lanes=64,
+            lanes=64, rank=6,
             capacity=Capacity(logic=20800, ff=41600, dsp=90, bram=50, bram_bits=36864, logic_name="LUT6"),
             bitstream=False),
     )

@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import wiring
 
 from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
@@ -31,7 +31,7 @@ from ttzo.golden.network import mnist_tt
 from .clocking import BoardClock
 from .datapath import RepresentativeDatapath
 from .profiles import BoardProfile
-from .sizing import MemoryPlan, largest_rank, memory_plan
+from .sizing import MemoryPlan, largest_rank, map_plan, memory_plan
 from .uart_shell import UartShell
 
 CoreFactory = Callable[[BoardProfile, MemoryPlan, FixedConfig], wiring.Component]
@@ -87,14 +87,13 @@ register_core("link", _link_factory, pins=("rx", "tx"),
 
 
 def design_rank(profile: BoardProfile, rank: int | None = None) -> int:
-    """The MNIST TT rank the memories are sized for: `rank`, or the largest that fits the board."""
-    if rank is not None:
-        if rank < 1:
-            raise ValueError(f"--rank {rank}: must be >= 1")
-        return rank
-    r = largest_rank(profile)
-    if r == 0:
-        raise ValueError(f"board {profile.name}: not even MNIST rank 1 fits with P={profile.lanes}")
+    """The MNIST TT rank the memories are sized for: `rank`, else the profile's; refused if it cannot fit."""
+    r = profile.rank if rank is None else rank
+    if r < 1:
+        raise ValueError(f"--rank {r}: must be >= 1")
+    if not map_plan(memory_plan(mnist_tt(r), profile.lanes, profile.batch), profile).fits:
+        raise ValueError(f"board {profile.name}: MNIST rank {r} does not fit with P={profile.lanes} "
+                         f"(largest that fits: {largest_rank(profile)})")
     return r
 
 
@@ -111,7 +110,9 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.clock = BoardClock(self.profile)
+        m.submodules.clock = clock = BoardClock(self.profile)
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.d.comb += [cd_sync.clk.eq(clock.clk), cd_sync.rst.eq(clock.rst)]
         uart = platform.request("uart", 0)
         m.submodules.core = core = self.entry.factory(self.profile, self.plan, self.cfg)
         if self.entry.pins:

@@ -110,8 +110,19 @@ class NetEvaluator:
             f = self.net.layer_formats(self.cfg, i)
             frac_in = f.x.frac
         for s, step in enumerate(steps):
-            acc, labels_out = _absorb(state, labels, lead, cores[step.core], step.core, step.side)
             last = s == len(steps) - 1
+            shift = frac_in + f.weight.frac - f.state.frac if self.fixed and not last else 0
+            if shift > 0 and not keep:
+                # fold the 2^-shift of the requantisation into the (small) core: every product and
+                # partial sum is then a multiple of 2^-shift below 2^(53-shift), so BLAS stays exact
+                acc, labels = _absorb(state, labels, lead, cores[step.core] * 2.0 ** -shift, step.core, step.side)
+                acc += 0.5
+                np.floor(acc, out=acc)
+                if acc.max() > f.state.max_code or acc.min() < f.state.min_code:
+                    np.clip(acc, f.state.min_code, f.state.max_code, out=acc)
+                state, frac_in = acc, f.state.frac
+                continue
+            acc, labels_out = _absorb(state, labels, lead, cores[step.core], step.core, step.side)
             if not last:
                 new = _requant(acc, frac_in + f.weight.frac - f.state.frac, f.state, not keep) if self.fixed else acc
                 if keep:

@@ -6,9 +6,8 @@
 Solution ansatz: u(x, t) = sum_i x_i + (1 - t) (1 + NN(x, t)).  This is the paper's transformed
 network f' = f + |x|_1 + 1 - t (NN = 0 is exact) with the authors' later (1 - t) factor, so the
 terminal condition holds by construction (on [0,1]^20, |x|_1 = sum x_i, which is linear and
-so smooths exactly).  The derivatives of the linear part are exact (grad_x = 1, d_t = -1 from
-the "1 - t", lap = 0); only g(x, t) = (1 - t) (1 + NN(x, t)) goes through an estimator, on the
-21-dim input (x, t):
+so smooths exactly).  The derivatives of sum x_i are exact (grad_x = 1, d_t = 0, lap = 0);
+only g(x, t) = (1 - t) (1 + NN(x, t)) goes through an estimator, on the 21-dim input (x, t):
 
 * sg: Gaussian-smoothed g (sigma 0.1), sparse-grid Stein estimate, level 3 (925 nodes);
 * mc: Gaussian-smoothed g, antithetic Monte Carlo Stein estimate (fresh directions per step);
@@ -108,8 +107,8 @@ def make_net(name: str) -> TTNet:
 
 
 def init_params(net: TTNet, rng: np.random.Generator) -> Params:
-    """SIREN-like init for sine nets: first layer weights ~ U-like scale 1/fan_in * omega, here
-    Gaussian with the TT init (gain 1); the output bias starts at 0 (NN = 1 must be learnt)."""
+    """The contract's TT init (Gaussian cores, dense-equivalent Var(W) = 1 / fan_in for sine and
+    identity layers), zero biases: NN starts as a random O(1) function, not at the solution."""
     return net.init(rng)
 
 

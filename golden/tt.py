@@ -274,14 +274,10 @@ def tt_forward_fixed(shape: TTShape, cores: Sequence[np.ndarray], x: np.ndarray,
     """
     order = shape.best_order if order is None else order
     steps = shape.steps(order)
-    # the exactness bound (check_exact) assumes every operand lies in its format
-    if not fmts.x.contains(x):
-        raise FormatError(f"input codes outside the layer's input format {fmts.x}")
-    for k, c in enumerate(cores):
-        if not fmts.weight.contains(c):
-            raise FormatError(f"core {k} has codes outside the weight format {fmts.weight}")
-    if bias is not None and not fmts.bias.contains(bias):
-        raise FormatError(f"bias codes outside the bias format {fmts.bias}")
+    # check_exact's bound assumes every operand lies in its format; if one does not, the float64
+    # (BLAS) shortcut may be inexact, so compute in int64 throughout
+    in_formats = (fmts.x.contains(x) and all(fmts.weight.contains(c) for c in cores)
+                  and (bias is None or fmts.bias.contains(bias)))
     state, labels, lead = _initial(np.asarray(x, dtype=np.int64), shape)
     lead = max(lead, max(np.ndim(c) for c in cores) - 4)
     if state.ndim - len(labels) - 1 < lead:
@@ -294,7 +290,7 @@ def tt_forward_fixed(shape: TTShape, cores: Sequence[np.ndarray], x: np.ndarray,
         bias_bits = fmts.bias.magnitude_bits + acc_frac - fmts.bias.frac if last and bias is not None else 0
         width = check_exact(fmt_in, fmts.weight, step.inner, what=f"TT step {i} (core {step.core})",
                             extra_bits=bias_bits)
-        dt = np.float64 if width <= FLOAT64_EXACT_BITS else np.int64
+        dt = np.float64 if in_formats and width <= FLOAT64_EXACT_BITS else np.int64
         acc, labels = _absorb(state.astype(dt), labels, lead, np.asarray(cores[step.core]).astype(dt),
                               step.core, step.side)
         if last:

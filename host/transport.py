@@ -57,7 +57,9 @@ class SerialTransport:
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
         import serial
-        self.port.timeout = max(timeout, 0.0)
+        timeout = max(timeout, 0.0)
+        if self.port.timeout != timeout:      # setting it reconfigures a real port: only when it changes
+            self.port.timeout = timeout
         try:
             first = self.port.read(1)
             if not first:

@@ -225,7 +225,6 @@ class CommandProcessor(wiring.Component):
         r_st, r_cmd, r_seq = Signal(8), Signal(8), Signal(8)
         r_src, r_len = Signal(3), Signal(16)
         r_sel = Signal.like(sel)
-        r_shift = Signal(2)
         r_mask = Signal(2)
         r_base = Signal(32)            # first word address (regions) or first register
         j = Signal(17)                 # byte index within the reply (header included) or copy
@@ -234,7 +233,7 @@ class CommandProcessor(wiring.Component):
         s_busy, s_op, s_err = Signal(), Signal(8), Signal(8)
         s_ok, s_bad, s_cycles = Signal(32), Signal(32), Signal(32)
 
-        # memory ports: read addresses follow the copy/reply index; writes happen in WRITE_DATA
+        # memory ports: read addresses follow the reply index; region writes happen in COPY_DATA
         i_pay = Signal(16)
         m.d.comb += i_pay.eq(j - P.HEADER_SIZE)
         m.d.comb += rr.addr.eq(i_pay)
@@ -288,7 +287,7 @@ class CommandProcessor(wiring.Component):
             with m.State("CHECK"):
                 m.d.sync += [count.eq(0), overflow.eq(0), r_cmd.eq(h_cmd | P.REPLY_BIT), r_seq.eq(h_seq),
                              r_src.eq(SRC_NONE), r_len.eq(0), j.eq(0), word.eq(0), r_sel.eq(sel),
-                             r_shift.eq(sel_shift), r_mask.eq(sel_mask)]
+                             r_mask.eq(sel_mask)]
                 with m.If(count < P.MIN_FRAME):
                     m.d.sync += self.rx_bad.eq(self.rx_bad + 1)          # runt: dropped silently
                     m.next = "RX"

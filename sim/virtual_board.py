@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import tempfile
 import threading
@@ -79,12 +80,20 @@ def start(ident: P.Identify, port: int = 0, phy: str = "stream", connections: in
         t.join(30)
         if errors:
             raise errors[0]
+        shutil.rmtree(tmp, ignore_errors=True)     # kept (with sim.log) when the simulation failed
 
     return port, stop
 
 
 def serve(ident: P.Identify, port: int, phy: str = "stream") -> None:
-    """Run the virtual board in the foreground until interrupted."""
+    """Run the virtual board in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+
+    def interrupt(signum, frame):   # SIGTERM (and SIGINT in background jobs) stop the simulator cleanly
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     port, stop = start(ident, port, phy)
     print(json.dumps({"port": port, "url": f"socket://127.0.0.1:{port}", "phy": phy,
                       "board": ident.name}), flush=True)

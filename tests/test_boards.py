@@ -94,6 +94,22 @@ def test_mnist_r6_training_plan_fits_up5k_and_uses_spram():
     assert 64 * 784 * 8 > 30 * 4096
 
 
+def test_largest_rank_is_the_fit_boundary():
+    from ttzo.boards.sizing import largest_rank
+    for p in PROFILES.values():
+        r = largest_rank(p)
+        assert r >= 6, p.name                                  # the paper's network fits every board
+        assert map_plan(memory_plan(mnist_tt(r), p.lanes, p.batch), p).fits
+        assert not map_plan(memory_plan(mnist_tt(r + 1), p.lanes, p.batch), p).fits
+        assert p.rank <= r
+
+
+def test_rank_that_does_not_fit_is_refused():
+    from ttzo.boards.top import design_rank
+    with pytest.raises(ValueError, match="does not fit"):
+        design_rank(get_profile("icebreaker"), 40)
+
+
 # ---------------------------------------------------------------- perf model
 
 def test_perf_model_formula():

@@ -76,9 +76,9 @@ def zero_output(params):
     return p
 
 
-@pytest.mark.parametrize("kind", ["sg", "fd", "mc"])
+@pytest.mark.parametrize("kind", ["sg", "fd"])
 def test_exact_solution_has_zero_residual(net, params, kind: str) -> None:
-    """NN = 0 is the exact solution: residual 0 (to round-off) with every estimator, validation MSE 0."""
+    """NN = 0 is the exact solution: residual 0 (to round-off) with SG and FD, validation MSE 0."""
     rng = np.random.default_rng(1)
     p0 = zero_output(params)
     fac = hjb.estimator_factors(kind, rng, mc_samples=64)
@@ -87,6 +87,18 @@ def test_exact_solution_has_zero_residual(net, params, kind: str) -> None:
     assert np.abs(m.residual(p0, xt, fac)).max() < 1e-8
     assert m.val_mse(p0, hjb.sample_points(rng, 100)) < 1e-28
     assert m.loss(params, xt, fac) > 1e-3  # a random network is not a solution
+
+
+def test_exact_solution_mc_residual_is_sampling_error(net, params) -> None:
+    """MC is not exact even for the linear exact solution: d_t g = -(1/n) sum z_t^2 (n directions), so the
+    residual is a zero-mean sampling error of std ~ sqrt(2/n) (the paper's SE weakness)."""
+    rng = np.random.default_rng(2)
+    p0 = zero_output(params)
+    xt = hjb.sample_points(rng, 2)
+    m = hjb.FloatHJB(net, np.float64)
+    r = np.array([m.residual(p0, xt, hjb.estimator_factors("mc", rng, mc_samples=64))[0] for _ in range(60)])
+    assert abs(r.mean()) < 4 * r.std() / np.sqrt(len(r))
+    assert 0.5 * np.sqrt(2 / 32) < r.std() < 2 * np.sqrt(2 / 32)
 
 
 def test_residual_formula() -> None:
@@ -218,8 +230,9 @@ def test_hybrid_switches_to_cge(tmp_path: Path) -> None:
     assert np.isfinite(final["val_mse"])
 
 
+@pytest.mark.slow
 def test_first_order_baseline_lowers_loss(tmp_path: Path) -> None:
-    """FO (jax autodiff of the same FD loss, Adam): 20 steps lower the fixed-batch loss (measured 0.0x)."""
+    """FO (jax autodiff of the same FD loss, Adam): 20 steps lower the fixed-batch loss (measured ratio 0.05)."""
     pytest.importorskip("jax")
     net = hjb.make_net("tt")
     theta0 = net.flatten(hjb.init_params(net, np.random.default_rng(0)))

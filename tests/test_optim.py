@@ -61,7 +61,9 @@ def test_fixed_schedule_rounding_to_zero_is_refused_before_training() -> None:
         st.check_schedule(5)  # 0.0003125 -> 0.3 LSB of the bias format
 
 
-def test_fixed_rge_and_fo_are_refused() -> None:
-    for name in ("fo", "rge"):
-        with pytest.raises(FormatError):
-            GoldenStepper(mnist_tt(2), OptimConfig(optimizer=name), 0, 64, DEFAULT_CONFIG)
+def test_fixed_fo_and_gaussian_rge_are_refused() -> None:
+    with pytest.raises(FormatError, match="float only"):
+        GoldenStepper(mnist_tt(2), OptimConfig(optimizer="fo"), 0, 64, DEFAULT_CONFIG)
+    with pytest.raises(FormatError, match="Rademacher"):
+        GoldenStepper(mnist_tt(2), OptimConfig(optimizer="rge", perturbation="gaussian"), 0, 64, DEFAULT_CONFIG)
+    GoldenStepper(mnist_tt(2), OptimConfig(optimizer="rge"), 0, 64, DEFAULT_CONFIG)  # Rademacher RGE is defined

@@ -63,6 +63,35 @@ def test_odometer_reference_enumerates_strided_addresses() -> None:
     assert got == want
 
 
+def test_odometer_rtl_matches_reference() -> None:
+    from amaranth.sim import Simulator
+
+    from ttzo.rtl.odometer import Odometer
+    counts = [3, 1, 2, 4]
+    dl = [[5, -1], [0, 0], [-9, 7], [2, 3]]
+    want = [sums for sums, _ in odometer(counts, dl)]
+    dut = Odometer(4, 2, 8, 12)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    got: list[list[int]] = []
+
+    async def tb(ctx):
+        for i, c in enumerate(counts):
+            ctx.set(dut.count[i], c)
+            for j in range(2):
+                ctx.set(dut.delta[i][j], dl[i][j])
+        ctx.set(dut.step, 1)
+        for _ in range(len(want) + 1):
+            await ctx.delay(1e-7)
+            got.append([ctx.get(s) for s in dut.sums])
+            assert ctx.get(dut.at_end) == (len(got) % len(want) == 0)
+            await ctx.tick()
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == want + [want[0]]  # wraps to zero after the last combination
+
+
 def test_cycle_model_of_mnist_is_datapath_bound() -> None:
     prog = compile_network(mnist_tt(6), seeded_params(mnist_tt(6), DEFAULT_CONFIG, 0), DEFAULT_CONFIG,
                            EngineParams(lanes=4))
@@ -214,13 +243,28 @@ def test_cocotb_verilator_random_nets_bit_exact(verilator_results) -> None:
     _check(rs)
 
 
-@pytest.mark.icarus
-def test_cocotb_icarus_bit_exact(mnist_dir) -> None:
+def _need_icarus() -> None:
     if not runner.have_icarus():
         pytest.skip("Icarus Verilog (iverilog, vvp) not installed")
+
+
+@pytest.mark.icarus
+def test_cocotb_icarus_random_nets_bit_exact() -> None:
+    _need_icarus()
     from ttzo.sim.tt_cosim import cosimulate
-    results = cosimulate(_cases(2, 1, N_RANDOM, mnist_dir), COSIM_PARAMS, sim="icarus")
-    assert len(results) == N_RANDOM + 2
+    cases = [random_case(2000 + s, COSIM_PARAMS, batch=1) for s in range(N_RANDOM)]
+    results = cosimulate(cases, COSIM_PARAMS, sim="icarus")
+    assert len(results) == N_RANDOM
+    _check(results)
+
+
+@pytest.mark.icarus
+@pytest.mark.slow
+def test_cocotb_icarus_mnist_and_hjb_bit_exact(mnist_dir) -> None:
+    _need_icarus()
+    from ttzo.sim.tt_cosim import cosimulate
+    results = cosimulate(_cases(2, 1, 0, mnist_dir), COSIM_PARAMS, sim="icarus")
+    assert [r.name for r in results] == ["mnist-r6", "hjb-tt-768"]
     _check(results)
 
 
@@ -231,3 +275,18 @@ def test_cocotb_verilator_mnist_100_images(mnist_dir) -> None:
     assert r.batch == 100
     _check([r])
     assert r.lane_utilisation > 0.8
+
+
+def test_cli_sim_tt_engine_json(verilator_results, capsys) -> None:
+    """`ttzo sim tt-engine --json` on the (cached) default model reports the documented fields."""
+    import json
+
+    from ttzo.host.cli import main
+    rc = main(["sim", "tt-engine", "--net", "random", "--samples", "2", "--seed", "7", "--lanes",
+               str(COSIM_PARAMS.lanes), "--drains", str(COSIM_PARAMS.drains), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["bit_exact"] is True and out["mismatches"] == 0
+    assert out["lanes"] == COSIM_PARAMS.lanes and out["samples"] == 6
+    assert out["lane_utilisation"] == pytest.approx(
+        out["macs_per_sample"] / (out["cycles_per_sample"] * out["lanes"]))
+    assert 0 < out["lane_utilisation"] <= 1 and 0 < out["datapath_bound_utilisation"] <= 1

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"TT-MLP r={r['rank']}: {r['params']} parameters, batch {r['batch']}, {r['queries']} parameter sets")
     for k in ("ours_fixed", "ours_float", "einsum_sweep", "einsum_sweep_opt"):
-        print(f"  {k:18s} {r[k]:10.0f} sample-forwards/s")
+        print(f"  {k:18s} {r[k]:10.0f} sample-forwards per CPU second")
     print(f"  ratio fixed/einsum {r['ratio_fixed_vs_einsum']:.1f}x, float/einsum {r['ratio_float_vs_einsum']:.1f}x, "
           f"fixed/einsum(optimize) {r['ratio_fixed_vs_einsum_opt']:.1f}x")
     print(f"  CGE step (all {r['params']} coordinates): {r['cge_step_seconds_all']:.2f} s with reuse, "

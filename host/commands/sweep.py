@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Writes DIR/summary.csv, DIR/summary.json and DIR/pareto.png. See docs/sweeps.md.")
     p.add_argument("spec", help="sweep spec (YAML), e.g. examples/sweeps/tiny.yaml")
     p.add_argument("--out", required=True, help="output folder (created; reused to resume)")
-    p.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' or 'ray://head:10001')")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. 'auto' on a cluster node, or HEAD_IP:6379)")
     p.add_argument("--serial", action="store_true", help="run in this process, one run at a time (no Ray)")
     p.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs at once (default: all CPUs)")
     p.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")

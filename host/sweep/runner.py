@@ -49,7 +49,8 @@ def _describe(res: dict[str, Any]) -> str:
     if not bits:
         bits = [f"{k}={v}" for k, v in list(m.items())[:3]]
     if res["status"] != "done":
-        bits = [str(res.get("error", "")).splitlines()[0][:160] if res.get("error") else ""]
+        lines = [ln for ln in str(res.get("error") or "").splitlines() if ln.strip()]
+        bits = [lines[-1][:200]] if lines else []  # for a tool's failure the last line is its own message
     return " ".join(bits)
 
 

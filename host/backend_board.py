@@ -1,0 +1,229 @@
+"""Train on a board: the ZO training session over the protocol, and a golden/optim.Stepper that uses it.
+
+    with Board.open("socket://127.0.0.1:5555") as b:
+        s = BoardSession(b)                       # finds the design (engine sizes, network) by its name
+        s.load_program(); s.load_params(theta); s.load_batch(x, y)
+        s.configure_signrge(seed=1, step0=0, queries=2, mu=0.1, alpha=0.01, n_samples=len(y))
+        res = s.run_steps(2)                      # K steps on chip; counters and last loss
+        theta2 = s.read_params()
+
+The host never computes a step: it compiles the network's engine program with rtl/descriptors.py
+(the one translation of golden to hardware), converts step sizes to codes with golden/zo_fixed.py,
+and reads parameters, losses and counters back.  :class:`BoardStepper` plugs this into
+golden/train.py's loop (``train_mnist(config, stepper=BoardStepper(...))``), so metrics, checkpoints
+and plots are the golden backend's.  Supported on chip: fixed-point signRGE with forward
+differences (the trainer's CGE momentum is 47 bits wide and has no readable region yet, so CGE and
+hybrid runs are refused with a clear message).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ttzo.golden import zo_fixed
+from ttzo.golden.network import TTNet
+from ttzo.golden.optim import GoldenStepper, OptimConfig, OptState, StepResult
+from ttzo.rtl import board_top as T
+
+from . import protocol as P
+from .board import Board, BoardError, bytes_to_words, words_to_bytes
+
+
+@dataclass
+class RunResult:
+    """What the board reports after an operation (result registers)."""
+
+    steps: int
+    forwards: int
+    loss0: int           # integer batch loss (sum of loss codes) of the last unperturbed pass
+    correct: int         # correct count of that pass
+    changed: int         # parameters the last update moved
+    cycles: int          # clock cycles of the operation
+    ops: int             # operations completed since reset
+
+    @classmethod
+    def of(cls, r: list[int]) -> "RunResult":
+        l0 = r[T.RES_L0_LO] | (r[T.RES_L0_HI] << 32)
+        if l0 >= 1 << 63:
+            l0 -= 1 << 64
+        return cls(r[T.RES_STEPS], r[T.RES_FORWARDS], l0, r[T.RES_CORRECT], r[T.RES_CHANGED],
+                   r[T.RES_CYCLES_LO] | (r[T.RES_CYCLES_HI] << 32), r[T.RES_OPS])
+
+
+class BoardSession:
+    """One board running ZO training on its network (rtl/board_top.py register map)."""
+
+    def __init__(self, board: Board, bp: T.BoardParams | None = None) -> None:
+        if board.info is None:
+            board.identify()
+        self.board = board
+        try:
+            self.bp = bp or T.profile(board.info.name)
+        except KeyError as exc:
+            raise BoardError(f"{board.url}: {exc.args[0]}") from None
+        self.net: TTNet = self.bp.net
+        self.cfg = board.info.fixed_config()
+        have = board.info.region(P.Region.PARAMS).depth
+        if have < self.net.n_params:
+            raise BoardError(f"{board.url}: params region holds {have} codes, {self.net.name} needs "
+                             f"{self.net.n_params}")
+        self.pf = zo_fixed.ParamFormats.of(self.net, self.cfg)
+
+    # --- loading -------------------------------------------------------------------------------------
+    def load_program(self) -> int:
+        """The engine program (header, step descriptors, sine table) into region `program`; returns words."""
+        from ttzo.rtl.descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT, compile_network
+        zeros = np.zeros(self.net.n_params, dtype=np.int64)
+        prog = compile_network(self.net, self.net.unflatten(zeros), self.cfg, self.bp.engine)
+        writes = sorted((a, d) for a, d in prog.bus_writes() if (a >> REGION_SHIFT) not in (REGION_CORES, REGION_BIASES))
+        runs: list[tuple[int, list[int]]] = []
+        for a, d in writes:                         # contiguous runs -> one WRITE_REGION stream each
+            if runs and runs[-1][0] + len(runs[-1][1]) == a:
+                runs[-1][1].append(d)
+            else:
+                runs.append((a, [d]))
+        for a, words in runs:
+            self.board.write_region(T.REGION_PROGRAM, words_to_bytes(np.array(words, dtype=np.int64), 32), 4 * a)
+        return len(writes)
+
+    def load_params(self, theta: np.ndarray) -> None:
+        theta = np.asarray(theta, dtype=np.int64)
+        if theta.shape != (self.net.n_params,):
+            raise ValueError(f"expected {self.net.n_params} parameter codes for {self.net.name}, got {theta.shape}")
+        self.board.load_params(theta)
+
+    def read_params(self) -> np.ndarray:
+        return self.board.read_params(self.net.n_params)
+
+    def load_batch(self, x: np.ndarray, y: np.ndarray) -> int:
+        """Input codes (B, in_features) as pixel bytes and the labels; returns B."""
+        x = np.asarray(x).reshape(len(y), -1)
+        if x.shape[1] != self.net.in_features:
+            raise ValueError(f"batch has {x.shape[1]} features per sample, {self.net.name} takes {self.net.in_features}")
+        if not 1 <= len(y) <= self.bp.max_samples:
+            raise ValueError(f"batch of {len(y)} samples: the board holds 1..{self.bp.max_samples}")
+        if x.min() < 0 or x.max() > 255:
+            raise ValueError("input codes must be pixel bytes 0..255 (the board's u8 input format)")
+        self.board.write_region(P.Region.BATCH, np.asarray(x, dtype=np.uint8).tobytes())
+        self.board.write_region(P.Region.LABELS, np.asarray(y, dtype=np.uint8).tobytes())
+        return len(y)
+
+    # --- configuration -----------------------------------------------------------------------------
+    def _split(self, codes: np.ndarray) -> tuple[int, int]:
+        w, b = ~self.pf.is_bias, self.pf.is_bias
+        return int(codes[w][0]), int(codes[b][0]) if b.any() else 0
+
+    def registers(self, *, seed: int, step0: int, n_samples: int, queries: int = 0, mu: float = 0.1,
+                  alpha: float = 0.01, kind: str = "rademacher") -> list[int]:
+        """All configuration registers for signRGE (golden zo_fixed codes) and the segment table."""
+        from ttzo.sim.tb_zo_nets import segments
+        if queries > self.bp.n_max:
+            raise ValueError(f"{queries} queries per step: the board runs at most {self.bp.n_max}")
+        if kind not in ("rademacher", "gaussian"):
+            raise ValueError(f"perturbation {kind!r}: 'rademacher' or 'gaussian'")
+        regs = [0] * self.bp.n_config
+        mu_w, mu_b = self._split(self.pf.codes(mu, "mu"))
+        a_w, a_b = self._split(self.pf.codes(alpha, "alpha")) if alpha > 0 else (0, 0)
+        vals = {T.CFG_OPTIMIZER: 0, T.CFG_KIND: int(kind == "gaussian"), T.CFG_N_QUERIES: queries,
+                T.CFG_MU_W: mu_w, T.CFG_MU_B: mu_b, T.CFG_ALPHA_W: a_w, T.CFG_ALPHA_B: a_b,
+                T.CFG_SEED: seed & 0xFFFFFFFF, T.CFG_STEP0: step0 & 0xFFFFFFFF, T.CFG_N_SAMPLES: n_samples}
+        segs = segments(self.net)
+        vals[T.CFG_N_SEGMENTS] = len(segs)
+        for k, (start, _, is_bias) in enumerate(segs):
+            vals[T.CFG_SEGMENTS + k] = start | (int(is_bias) << 31)
+        for k, v in vals.items():
+            regs[k] = v & 0xFFFFFFFF
+        return regs
+
+    def configure_signrge(self, **kw) -> list[int]:
+        regs = self.registers(**kw)
+        self.board.configure(0, regs)
+        return regs
+
+    # --- operations ---------------------------------------------------------------------------------
+    def run_steps(self, k: int, timeout: float = 3600.0) -> RunResult:
+        self.board.run_steps(k, wait=True, timeout=timeout)
+        return RunResult.of(self.board.read_results(0, T.N_RESULTS))
+
+    def run_inference(self, timeout: float = 600.0) -> RunResult:
+        """One forward pass of the loaded batch (loss and correct count); parameters unchanged."""
+        self.board.run_inference(0, wait=True, timeout=timeout)
+        return RunResult.of(self.board.read_results(0, T.N_RESULTS))
+
+    def read_log(self, forwards: int) -> list[tuple[int, int]]:
+        """(batch loss, correct) of the last `forwards` forward passes (at most the log depth)."""
+        n = min(forwards, self.bp.log_depth)
+        w = bytes_to_words(self.board.read_region(T.REGION_LOG, 4 * T.LOG_WORDS * n), 32, signed=False)
+        w = w.reshape(n, T.LOG_WORDS)
+        out = []
+        for lo, hi, correct, _ in w.tolist():
+            v = lo | (hi << 32)
+            out.append((v - (1 << 64) if v >= 1 << 63 else v, correct))
+        return out
+
+
+class BoardStepper:
+    """golden.optim.Stepper on a board: one signRGE step of the batch per call, bit-exact to GoldenStepper."""
+
+    def __init__(self, session: BoardSession, net: TTNet, cfg: OptimConfig, seed: int, batch: int, fixed) -> None:
+        if fixed is None:
+            raise BoardError("the board trains in fixed point: use --arith fixed with --backend board")
+        if cfg.optimizer != "signrge":
+            raise BoardError(f"optimizer {cfg.optimizer!r} on the board: only 'signrge' is supported (the "
+                             "trainer's 47-bit CGE momentum has no readable region, so CGE/hybrid state could "
+                             "not be checkpointed)")
+        if cfg.central:
+            raise BoardError("the board's trainer uses forward differences; drop --central")
+        if net.describe() != session.net.describe():
+            raise BoardError(f"{session.board.url}: the board is built for {session.net.name}, the run uses "
+                             f"{net.name}; choose the matching --rank or board design")
+        if fixed != session.cfg:
+            raise BoardError(f"{session.board.url}: the board's formats {session.cfg} differ from the run's {fixed}")
+        self.s, self.cfg, self.seed = session, cfg, seed
+        self.golden = GoldenStepper(net, cfg, seed, batch, fixed)   # schedule (lr per epoch) only
+        self._on_board: np.ndarray | None = None
+        session.load_program()
+
+    def step(self, st: OptState, x: np.ndarray, y: np.ndarray, epoch: int) -> StepResult:
+        theta = np.asarray(st.theta, dtype=np.int64)
+        if self._on_board is None or not np.array_equal(self._on_board, theta):
+            self.s.load_params(theta)
+        B = self.s.load_batch(x, y)
+        self.s.configure_signrge(seed=self.seed, step0=st.step, n_samples=B, queries=self.cfg.queries,
+                                 mu=self.cfg.mu, alpha=self.golden.phase_lr(st, epoch), kind=self.cfg.perturbation)
+        r = self.s.run_steps(1)
+        new = self.s.read_params()
+        self._on_board = new
+        st.theta = new
+        st.step += 1
+        return StepResult(r.loss0 * self.s.cfg.loss.lsb / B, r.correct, r.forwards)
+
+
+def golden_signrge(net: TTNet, theta: np.ndarray, x: np.ndarray, y: np.ndarray, *, seed: int, step0: int,
+                   k_steps: int, queries: int, mu: float, alpha: float, cfg, kind: str = "rademacher"
+                   ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """golden/zo_fixed.py's K signRGE steps on one batch, with every (batch loss, correct) it evaluates."""
+    from ttzo.sim.tb_zo_golden import signrge_steps
+    pf = zo_fixed.ParamFormats.of(net, cfg)
+    w, b = ~pf.is_bias, pf.is_bias
+    mu_c, a_c = pf.codes(mu, "mu"), pf.codes(alpha, "alpha")
+    return signrge_steps(net, theta, np.asarray(x, dtype=np.int64).reshape(len(y), -1), np.asarray(y, np.int64),
+                         seed=seed, step0=step0, k_steps=k_steps, n_queries=queries, mu_w=int(mu_c[w][0]),
+                         mu_b=int(mu_c[b][0]) if b.any() else 0, alpha_w=int(a_c[w][0]),
+                         alpha_b=int(a_c[b][0]) if b.any() else 0, kind=kind, cfg=cfg)
+
+
+def open_board_stepper(config, url: str, timeout: float = 5.0, baudrate: int = 115200
+                       ) -> tuple[BoardStepper, Board]:
+    """For `ttzo train mnist --backend board --port URL`: open the board and a Stepper for `config`
+    (golden.train.TrainConfig); the caller closes the returned Board when training ends."""
+    from ttzo.golden.network import mnist_tt
+    board = Board.open(url, baudrate=baudrate, timeout=timeout)
+    try:
+        stepper = BoardStepper(BoardSession(board), mnist_tt(config.rank), config.optim, config.seed,
+                               config.batch, config.fixed_config())
+    except BaseException:
+        board.close()
+        raise
+    return stepper, board

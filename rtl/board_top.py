@@ -1,0 +1,301 @@
+"""The board's top level: command processor + ZO trainer around the TT engine, behind a stream or UART PHY.
+
+    top = BoardTop(PROFILES["ttzo-small"], phy="stream")     # ports i/o (byte streams) or rx/tx, idle, busy
+
+E's :class:`~ttzo.rtl.cmdproc.CommandProcessor` speaks the protocol (host/protocol.py); H's
+:class:`~ttzo.rtl.zo_trainer.ZoTrainer` holds the master parameters, the batch and the labels and
+drives D's :class:`~ttzo.rtl.tt_engine.TTEngine`.  The protocol's regions ARE the trainer's memories
+(no copies): region writes go through the trainer's host write port, region reads through extra
+read ports on the same memories (lib.memory: one more read port each).
+
+Regions (ids; host/protocol.Region for 0-2, this module for the rest):
+  0 params   16-bit codes, flat golden order               -> trainer parameter memory
+  1 batch    8-bit pixels, sample-major                     -> trainer input memory
+  2 labels   8-bit class labels                             -> trainer label memory
+  6 program  32-bit engine bus words, write-only; word address = engine cfg address
+             (rtl/descriptors.py memory map: header, steps, sine; cores/biases are loaded by the
+             trainer's load pass from `params`, so the host never writes them)
+  8 log      read-only, 4 words per forward pass: batch loss (48-bit, lo/hi), correct count, 0
+Configuration registers (CONFIGURE; see CFG_* below) hold the optimizer's integer constants and the
+segment table; result registers (READ_RESULTS; RES_*) the counters and the last unperturbed loss.
+
+Operations: RUN_STEPS K runs K training steps (signRGE or CGE, config register `optimizer`) from
+step index `step0`; RUN_INFERENCE runs one signRGE step with N = 0 and alpha = 0, i.e. one forward
+pass of the batch that changes no parameter, and reports its loss and correct count.  RESET aborts
+an operation by resetting the trainer's and engine's registers (memories keep their contents).
+
+Sizing (BoardParams) is elaboration-time: `PROFILES["ttzo-small"]` simulates in seconds; the
+identify record's 16-byte name is the profile name, which is how the host finds the engine
+parameters it compiles the network program for (ttzo.host.backend_board).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Array, Module, Mux, ResetInserter, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
+from ttzo.golden.network import TTNet
+from ttzo.host import protocol as P
+
+from .cmdproc import CommandProcessor
+from .descriptors import EngineParams
+from .framing import FrameByte
+from .tt_engine import CFG_ADDR_BITS, TTEngine
+from .uart import UartRx, UartTx
+from .zo_trainer import HostTarget, Optimizer, ZoTrainer
+
+#: Region ids beyond host/protocol.Region (proposed for addition there).
+REGION_PROGRAM = 6
+REGION_LOG = 8
+LOG_WORDS = 4            # words per log entry: loss lo, loss hi, correct, 0
+
+# --- configuration registers -------------------------------------------------------------------------
+CFG_OPTIMIZER, CFG_KIND, CFG_N_QUERIES, CFG_MU_W, CFG_MU_B, CFG_ALPHA_W, CFG_ALPHA_B, CFG_SEED, CFG_STEP0, \
+    CFG_N_SAMPLES, CFG_M_CODE, CFG_K_CODE_W, CFG_K_SHIFT_W, CFG_K_CODE_B, CFG_K_SHIFT_B, CFG_CGE_THRESHOLD, \
+    CFG_CGE_ALL, CFG_N_SEGMENTS = range(18)
+#: Segment k of the flat parameter order is register CFG_SEGMENTS + k: flat start | is_bias << 31.
+CFG_SEGMENTS = 18
+CFG_NAMES = ("optimizer", "kind", "n_queries", "mu_w", "mu_b", "alpha_w", "alpha_b", "seed", "step0",
+             "n_samples", "m_code", "k_code_w", "k_shift_w", "k_code_b", "k_shift_b", "cge_threshold",
+             "cge_all", "n_segments")
+
+# --- result registers ----------------------------------------------------------------------------------
+RES_STEPS, RES_FORWARDS, RES_L0_LO, RES_L0_HI, RES_CORRECT, RES_CHANGED, RES_CYCLES_LO, RES_CYCLES_HI, \
+    RES_OPS = range(9)
+N_RESULTS = 9
+
+#: op_error codes
+ERR_ARG = 1              # RUN_STEPS K outside 0..65535 (the trainer's step counter)
+ERR_CONFIG = 2           # n_samples, n_queries or n_segments outside what the design holds
+
+
+@dataclass(frozen=True)
+class BoardParams:
+    """Elaboration-time sizes of one board design (one bitstream)."""
+
+    name: str
+    net: TTNet                       # the network shape the memories are sized for (n_params, in, out)
+    engine: EngineParams
+    max_samples: int = 8
+    n_max: int = 4                   # most signRGE queries per step
+    max_segments: int = 16
+    log_depth: int = 64
+    max_payload: int = 1024
+    uart_divisor: int = 8
+    clock_hz: int = 100_000_000
+    cfg: FixedConfig = field(default=DEFAULT_CONFIG)
+
+    def __post_init__(self) -> None:
+        if len(self.name.encode("ascii")) > P.Identify.NAME_BYTES:
+            raise ValueError(f"board name {self.name!r} longer than {P.Identify.NAME_BYTES} bytes")
+        if len(self.net.param_sizes()) > self.max_segments:
+            raise ValueError(f"{self.net.name}: {len(self.net.param_sizes())} parameter segments exceed "
+                             f"max_segments={self.max_segments}")
+
+    @property
+    def n_config(self) -> int:
+        return CFG_SEGMENTS + self.max_segments
+
+    def identify(self, phy: str = "stream") -> P.Identify:
+        """The identify record of this design (region sizes, formats, capabilities)."""
+        fmts, sine = P.formats_of(self.cfg)
+        net = self.net
+        ro = P.REGION_FLAG_READABLE
+        regions = (P.RegionInfo(P.Region.PARAMS, 16, net.n_params),
+                   P.RegionInfo(P.Region.BATCH, 8, self.max_samples * net.in_features),
+                   P.RegionInfo(P.Region.LABELS, 8, self.max_samples),
+                   P.RegionInfo(REGION_PROGRAM, 32, 1 << CFG_ADDR_BITS, P.REGION_FLAG_WRITABLE),
+                   P.RegionInfo(REGION_LOG, 32, LOG_WORDS * self.log_depth, ro))
+        caps = P.CAP_INFERENCE | P.CAP_STEPS | (P.CAP_UART if phy == "uart" else P.CAP_STREAM)
+        return P.Identify(P.VERSION, caps, self.max_payload, self.clock_hz,
+                          self.uart_divisor if phy == "uart" else 0, self.n_config, N_RESULTS, fmts, sine,
+                          self.name, regions)
+
+
+def small_profile() -> BoardParams:
+    """784 -> 16 -> 10 TT-MLP (rank 2, 210 parameters), batch <= 8, 4 MAC lanes: simulates in seconds."""
+    from ttzo.sim.tb_zo_nets import small_mnist_net
+    eng = EngineParams(lanes=4, buf_elems=1024, in_elems=1024, out_elems=64, core_words=512, bias_words=64,
+                       max_steps=8, sine_bits=4)
+    return BoardParams("ttzo-small", small_mnist_net(), eng, max_samples=8, n_max=4)
+
+
+def mnist_profile(rank: int = 6, batch: int = 64) -> BoardParams:
+    """The paper's TT-MLP (784 -> 1024 -> 10) at `rank`, batch 64, N <= 10, 16 lanes."""
+    from ttzo.golden.network import mnist_tt
+    return BoardParams(f"ttzo-mnist-r{rank}", mnist_tt(rank), EngineParams(lanes=16), max_samples=batch,
+                       n_max=10, log_depth=1024)
+
+
+def profile(name: str) -> BoardParams:
+    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR")."""
+    if name == "ttzo-small":
+        return small_profile()
+    if name.startswith("ttzo-mnist-r") and name[12:].isdigit():
+        return mnist_profile(int(name[12:]))
+    raise KeyError(f"unknown board design {name!r}: this host knows 'ttzo-small' and 'ttzo-mnist-rR'")
+
+
+class _Control(wiring.Component):
+    """Starts the trainer for RUN_STEPS / RUN_INFERENCE: writes the segment table, pulses start, waits."""
+
+    def __init__(self, bp: BoardParams, trainer: ZoTrainer) -> None:
+        self.bp, self.tr = bp, trainer
+        super().__init__({"op_start": In(1), "op_code": In(8), "op_arg": In(32),
+                          "op_busy": Out(1), "op_error": Out(8), "inference": Out(1), "k_steps": Out(16),
+                          "seg_k": Out(range(bp.max_segments + 1)), "seg_we": Out(1),
+                          "tr_start": Out(1), "tr_busy": In(1), "cfg_ok": In(1), "ops": Out(32)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.op_start):
+                    m.d.sync += [self.op_error.eq(0), self.inference.eq(self.op_code == P.Op.INFERENCE),
+                                 self.k_steps.eq(self.op_arg[:16]), self.seg_k.eq(0)]
+                    with m.If((self.op_code == P.Op.STEPS) & (self.op_arg[16:] != 0)):
+                        m.d.sync += [self.op_error.eq(ERR_ARG), self.ops.eq(self.ops + 1)]
+                    with m.Elif(~self.cfg_ok):
+                        m.d.sync += [self.op_error.eq(ERR_CONFIG), self.ops.eq(self.ops + 1)]
+                    with m.Else():
+                        m.d.sync += self.op_busy.eq(1)
+                        m.next = "SEGMENTS"
+            with m.State("SEGMENTS"):      # one segment-table entry per cycle
+                m.d.comb += self.seg_we.eq(1)
+                m.d.sync += self.seg_k.eq(self.seg_k + 1)
+                with m.If(self.seg_k == self.bp.max_segments - 1):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += self.tr_start.eq(1)
+                m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(~self.tr_busy & ~self.tr_start):
+                    m.d.sync += [self.op_busy.eq(0), self.ops.eq(self.ops + 1)]
+                    m.next = "IDLE"
+        return m
+
+
+class BoardTop(wiring.Component):
+    """The whole board behind one PHY: ``phy="stream"`` (ports i/o: PCIe DMA or the fast simulation
+    path) or ``phy="uart"`` (pins rx/tx).  ``idle``: nothing in flight and no operation running (the
+    virtual board stops the clock then); ``busy``: an operation runs."""
+
+    def __init__(self, bp: BoardParams, phy: str = "stream") -> None:
+        if phy not in ("stream", "uart"):
+            raise ValueError(f"phy must be 'stream' or 'uart', not {phy!r}")
+        if phy == "uart" and bp.uart_divisor < 4:
+            raise ValueError(f"UART phy needs uart_divisor >= 4, got {bp.uart_divisor}")
+        self.bp, self.phy = bp, phy
+        self.ident = bp.identify(phy)
+        if phy == "stream":
+            members = {"i": In(stream.Signature(8)), "o": Out(stream.Signature(FrameByte))}
+        else:
+            members = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        members.update({"idle": Out(1), "busy": Out(1)})
+        super().__init__(members)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        bp, net, cfg = self.bp, self.bp.net, self.bp.cfg
+        m.submodules.cp = cp = CommandProcessor(self.ident)
+        tr = ZoTrainer(TTEngine(bp.engine), n_params=net.n_params, n_inputs=net.in_features,
+                       classes=net.out_features, max_samples=bp.max_samples, n_max=bp.n_max,
+                       max_segments=bp.max_segments, log_depth=bp.log_depth, weight=cfg.weight, bias=cfg.bias,
+                       act=cfg.act, loss=cfg.loss, x_fmt=cfg.input)
+        # RESET aborts a running operation: the trainer's and engine's registers return to their
+        # initial values; memories (parameters, batch, engine program) keep their contents.
+        m.submodules.trainer = ResetInserter(cp.soft_reset)(tr)
+        m.submodules.ctl = ctl = ResetInserter(cp.soft_reset)(_Control(bp, tr))
+        c = cp.config
+
+        # --- configuration registers -> trainer control inputs ---------------------------------
+        n_samples, n_queries, n_segs = c[CFG_N_SAMPLES], c[CFG_N_QUERIES], c[CFG_N_SEGMENTS]
+        m.d.comb += ctl.cfg_ok.eq((n_samples <= bp.max_samples) & (n_queries <= bp.n_max)
+                                  & (n_segs <= bp.max_segments))
+        inf = ctl.inference
+        m.d.comb += [
+            tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
+            tr.kind.as_value().eq(c[CFG_KIND][0]),
+            tr.n_queries.eq(Mux(inf, 0, n_queries)),
+            tr.mu_w.eq(c[CFG_MU_W]), tr.mu_b.eq(c[CFG_MU_B]),
+            tr.alpha_w.eq(Mux(inf, 0, c[CFG_ALPHA_W])), tr.alpha_b.eq(Mux(inf, 0, c[CFG_ALPHA_B])),
+            tr.seed.eq(c[CFG_SEED]), tr.step0.eq(c[CFG_STEP0]),
+            tr.k_steps.eq(Mux(inf, 1, ctl.k_steps)), tr.n_samples.eq(n_samples),
+            tr.m_code.eq(c[CFG_M_CODE]), tr.k_code_w.eq(c[CFG_K_CODE_W]), tr.k_shift_w.eq(c[CFG_K_SHIFT_W]),
+            tr.k_code_b.eq(c[CFG_K_CODE_B]), tr.k_shift_b.eq(c[CFG_K_SHIFT_B]),
+            tr.cge_threshold.eq(Mux(c[CFG_CGE_ALL][0], 1 << 32, c[CFG_CGE_THRESHOLD])),
+            tr.n_segments.eq(n_segs),
+        ]
+        # segment table, written by the controller before each start
+        segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
+        seg = Signal(32)
+        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
+                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
+                     tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
+        m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
+                     cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]
+
+        # --- result registers --------------------------------------------------------------------
+        l0 = Signal(64)
+        m.d.comb += l0.eq(tr.last_l0.as_signed())     # sign-extended to 64 bits
+        res = {RES_STEPS: tr.steps_done, RES_FORWARDS: tr.forwards, RES_L0_LO: l0[:32], RES_L0_HI: l0[32:],
+               RES_CORRECT: tr.last_correct, RES_CHANGED: tr.changed, RES_CYCLES_LO: tr.cycles[:32],
+               RES_CYCLES_HI: tr.cycles[32:], RES_OPS: ctl.ops}
+        for k, v in res.items():
+            m.d.comb += cp.results[k].eq(v)
+
+        # --- regions: writes through the trainer's host port, reads through extra read ports ---------
+        ports = {r.id: cp.port(r) for r in self.ident.regions}
+        targets = {P.Region.PARAMS: HostTarget.PARAMS, P.Region.BATCH: HostTarget.INPUTS,
+                   P.Region.LABELS: HostTarget.LABELS}
+        for rid, target in targets.items():
+            port = ports[rid]
+            with m.If(port.w_en):
+                m.d.comb += [tr.host_we.eq(1), tr.host_target.eq(target), tr.host_addr.eq(port.w_addr)]
+        m.d.comb += tr.host_data.eq(ports[P.Region.PARAMS].w_data.as_signed())  # params are signed codes
+        for rid in (P.Region.BATCH, P.Region.LABELS):
+            with m.If(ports[rid].w_en):
+                m.d.comb += tr.host_data.eq(ports[rid].w_data)                   # pixels, labels unsigned
+        for rid, mem in ((P.Region.PARAMS, tr.params), (P.Region.BATCH, tr.inputs), (P.Region.LABELS, tr.labels)):
+            rp = mem.read_port(transparent_for=())
+            width = next(r.width for r in self.ident.regions if r.id == rid)
+            m.d.comb += [rp.addr.eq(ports[rid].r_addr), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
+        prog = ports[REGION_PROGRAM]
+        m.d.comb += [tr.cfg_addr.eq(prog.w_addr), tr.cfg_data.eq(prog.w_data), tr.cfg_en.eq(prog.w_en)]
+        log = ports[REGION_LOG]
+        lp = tr.log.read_port(transparent_for=())
+        lane = Signal(2)
+        m.d.sync += lane.eq(log.r_addr[:2])
+        m.d.comb += lp.addr.eq(log.r_addr[2:])
+        loss64 = Signal(64)
+        m.d.comb += loss64.eq(lp.data.loss)
+        with m.Switch(lane):
+            with m.Case(0):
+                m.d.comb += log.r_data.eq(loss64[:32])
+            with m.Case(1):
+                m.d.comb += log.r_data.eq(loss64[32:])
+            with m.Case(2):
+                m.d.comb += log.r_data.eq(lp.data.correct)
+
+        # --- PHY ---------------------------------------------------------------------------------------
+        m.d.comb += self.busy.eq(ctl.op_busy)
+        if self.phy == "stream":
+            wiring.connect(m, wiring.flipped(self.i), cp.i)
+            wiring.connect(m, cp.o, wiring.flipped(self.o))
+            m.d.comb += self.idle.eq(cp.idle & ~ctl.op_busy)
+        else:
+            m.submodules.urx = urx = UartRx(bp.uart_divisor)
+            m.submodules.utx = utx = UartTx(bp.uart_divisor)
+            m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+            wiring.connect(m, urx.o, cp.i)
+            m.d.comb += [utx.i.valid.eq(cp.o.valid), utx.i.payload.eq(cp.o.payload.data),
+                         cp.o.ready.eq(utx.i.ready), self.idle.eq(cp.idle & ~ctl.op_busy & urx.idle & utx.idle)]
+        return m
+
+
+def to_verilog(bp: BoardParams, phy: str = "stream", name: str = "board_top") -> str:
+    from amaranth.back import verilog
+    return verilog.convert(BoardTop(bp, phy), name=name, emit_src=False)

@@ -1,0 +1,186 @@
+"""Virtual board with the real engines: rtl/board_top.BoardTop served on a local TCP port (cocotb + Verilator).
+
+    port, stop = start(small_profile(), port=0, phy="stream")   # background; socket://127.0.0.1:{port}
+    serve(small_profile(), port=5555)                            # foreground until Ctrl-C / SIGTERM
+
+Same launcher/bench split and TCP side as E's sim/virtual_board.py (whose `_Net` and UART serving
+loop it reuses); the difference is the design and the stream PHY's *fast path*: while an operation
+runs and no byte is in flight, the bench lets the simulator run the clock on its own (a Timer of
+JUMP_CYCLES cycles, cut short when the design's `idle` or `o.valid` rises) instead of waking Python
+on every edge, then looks at the socket again.  A training step of many thousand cycles thus
+costs a few Python wake-ups, not one per cycle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import virtual_board as vb
+
+CLOCK_NS = vb.CLOCK_NS
+JUMP_CYCLES = 4096
+TB_MODULE = "ttzo.sim.virtual_board_top"
+TESTCASE = "run_board_server"
+
+
+def build(bp, phy: str = "stream", sim: str = "verilator"):
+    """Build (cached by hash under build/sim) the simulation model of BoardTop(bp, phy)."""
+    from ttzo.rtl.board_top import BoardTop
+
+    from . import runner
+    name = f"board_top_{bp.name.replace('-', '_')}" + ("" if phy == "stream" else "_uart")
+    return runner.build(BoardTop(bp, phy), name, sim=sim)
+
+
+def start(bp, port: int = 0, phy: str = "stream", sim: str = "verilator",
+          start_timeout: float = 600.0) -> tuple[int, Callable[[], None]]:
+    """Build (cached) and start the virtual board in a background thread; returns (port, stop)."""
+    from . import runner
+    model = build(bp, phy, sim)
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    tmp = Path(tempfile.mkdtemp(prefix="ttzo-vboard-top-"))
+    ready, stop_file = tmp / "ready", tmp / "stop"
+    env = {"TTZO_VB_PORT": str(port), "TTZO_VB_PHY": phy, "TTZO_VB_CONNECTIONS": "0",
+           "TTZO_VB_DIVISOR": str(bp.uart_divisor), "TTZO_VB_READY": str(ready), "TTZO_VB_STOP": str(stop_file)}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(model, TB_MODULE, env=env, test_dir=tmp / "run", testcase=TESTCASE)
+        except BaseException as exc:   # reported by stop()
+            errors.append(exc)
+
+    t = threading.Thread(target=run, name="virtual-board-top", daemon=True)
+    t.start()
+    end = time.monotonic() + start_timeout
+    while not ready.exists():
+        if not t.is_alive() or time.monotonic() > end:
+            stop_file.write_text("stop\n")
+            raise RuntimeError(f"virtual board did not start: {errors[0] if errors else 'timeout'} "
+                               f"(log {tmp / 'run' / 'sim.log'})")
+        time.sleep(0.05)
+
+    def stop() -> None:
+        stop_file.write_text("stop\n")
+        t.join(60)
+        if errors:
+            raise errors[0]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return port, stop
+
+
+def serve(bp, port: int, phy: str = "stream") -> None:
+    """Run the virtual board in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    port, stop = start(bp, port, phy)
+    print(json.dumps({"port": port, "url": f"socket://127.0.0.1:{port}", "phy": phy, "board": bp.name}),
+          flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# cocotb bench (simulator process)
+# ---------------------------------------------------------------------------------------------------
+try:
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+except ImportError:
+    cocotb = None
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def run_board_server(dut):
+        port = int(os.environ["TTZO_VB_PORT"])
+        phy = os.environ.get("TTZO_VB_PHY", "stream")
+        stop_file = Path(os.environ["TTZO_VB_STOP"])
+        net = vb._Net(port)
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        dut.rst.value = 1
+        if phy == "stream":
+            dut.i__valid.value = 0
+            dut.o__ready.value = 1
+        else:
+            dut.rx.value = 1
+        for _ in range(3):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        Path(os.environ["TTZO_VB_READY"]).write_text(str(port))
+        if phy == "stream":
+            await _serve_stream_fast(dut, net, stop_file)
+        else:
+            await vb._serve_uart(dut, net, 0, stop_file, int(os.environ["TTZO_VB_DIVISOR"]))
+
+    async def _serve_stream_fast(dut, net, stop_file: Path) -> None:
+        out = bytearray()
+        quiet = 0
+
+        def take() -> None:      # in ReadOnly: record the byte the design offers (consumed at the next edge)
+            nonlocal quiet
+            if dut.o__valid.value:
+                v = int(dut.o__payload.value)
+                out.append(v & 0xFF)
+                quiet = 0
+                if v >> 8:       # `last`: reply complete
+                    net.send(bytes(out))
+                    out.clear()
+            else:
+                quiet += 1
+
+        while not vb._done(net, 0, stop_file):
+            if not net.rx and quiet > 2:
+                if dut.idle.value:
+                    net.send(bytes(out))
+                    out.clear()
+                    net.poll(0.05)                  # idle: block on the socket, simulated time stands still
+                    continue
+                if dut.busy.value:                  # engine running, link quiet: let the simulator run
+                    await RisingEdge(dut.clk)
+                    dut.i__valid.value = 0
+                    await ReadOnly()
+                    take()
+                    if quiet == 0:
+                        continue
+                    trig = await First(Timer(JUMP_CYCLES * CLOCK_NS + CLOCK_NS // 2, unit="ns"),
+                                       RisingEdge(dut.idle), RisingEdge(dut.o__valid))
+                    if not isinstance(trig, Timer):
+                        await ReadOnly()
+                        quiet = 3
+                        take()
+                    net.poll(0)
+                    continue
+            await RisingEdge(dut.clk)
+            sending = bool(net.rx)
+            dut.i__valid.value = int(sending)
+            if sending:
+                dut.i__payload.value = net.rx[0]
+            await ReadOnly()
+            take()
+            if sending and dut.i__ready.value:
+                del net.rx[0]
+                quiet = 0
+        await RisingEdge(dut.clk)

@@ -1,0 +1,120 @@
+"""End to end: the unchanged host driver over socket:// to the virtual board running the real engines.
+
+The board is rtl/board_top.BoardTop (E's command processor + H's ZO trainer around D's TT engine) at
+the small profile (784 -> 16 -> 10 TT-MLP, 210 parameters, batch <= 8), simulated by Verilator under
+cocotb and served on a TCP port (sim/virtual_board_top.py).  The host identifies it, loads the
+engine program and the parameters, streams a real MNIST training batch, runs 2 signRGE steps on
+chip and reads the parameters back: they equal golden/zo_fixed.py's bit for bit, and so do the
+losses and correct counts of every forward pass the chip logged.  The UART PHY variant is `slow`.
+(The HJB loss evaluation through the board is not part of this design: issue 7's PINN RTL does
+not exist yet.)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ttzo.host import protocol as P
+from ttzo.host.backend_board import BoardSession, BoardStepper, golden_signrge
+from ttzo.host.board import Board, BoardError
+from ttzo.rtl.board_top import CFG_N_QUERIES, small_profile
+from ttzo.sim import verilator_env
+
+try:
+    verilator_env.verilator_env()
+    HAVE_VERILATOR = True
+except verilator_env.VerilatorNotFound:
+    HAVE_VERILATOR = False
+
+pytestmark = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
+
+B, K, N, SEED, MU, ALPHA = 8, 2, 2, 7, 0.1, 0.01
+
+
+def _batch(mnist_dir, start: int = 0):
+    from ttzo.golden.mnist import load_mnist
+    ds = load_mnist(mnist_dir)
+    x = np.asarray(ds.train_images[start:start + B], dtype=np.int64).reshape(B, -1)
+    return x, np.asarray(ds.train_labels[start:start + B], dtype=np.int64)
+
+
+def _theta(net, cfg):
+    from ttzo.sim.tt_cosim import seeded_params
+    return net.flatten(seeded_params(net, cfg, 0)).astype(np.int64)
+
+
+def _flow(url: str, mnist_dir, timeout: float) -> None:
+    bp = small_profile()
+    with Board.open(url, timeout=timeout) as b:
+        # identify: the record is the design's own (sizes, formats, capabilities)
+        assert b.info.name == bp.name
+        assert b.info.region(P.Region.PARAMS).depth == bp.net.n_params
+        assert b.info.region(P.Region.BATCH).size == bp.max_samples * 784
+        assert b.info.fixed_config() == bp.cfg
+        s = BoardSession(b)
+        s.load_program()
+        theta = _theta(s.net, s.cfg)
+        s.load_params(theta)
+        assert np.array_equal(s.read_params(), theta)
+        x, y = _batch(mnist_dir)
+        s.load_batch(x, y)
+        assert b.read_region(P.Region.BATCH, B * 784) == np.asarray(x, np.uint8).tobytes()
+
+        # one forward pass (RUN_INFERENCE): loss and correct count of golden, parameters untouched
+        s.configure_signrge(seed=SEED, step0=0, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
+        inf = s.run_inference()
+        _, log0 = golden_signrge(s.net, theta, x, y, seed=SEED, step0=0, k_steps=1, queries=0, mu=MU,
+                                 alpha=ALPHA, cfg=s.cfg)
+        assert (inf.loss0, inf.correct) == log0[0]
+        assert np.array_equal(s.read_params(), theta)
+
+        # 2 signRGE steps on chip == golden, bit for bit (parameters and every logged loss)
+        s.configure_signrge(seed=SEED, step0=0, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
+        r = s.run_steps(K)
+        want, log = golden_signrge(s.net, theta, x, y, seed=SEED, step0=0, k_steps=K, queries=N, mu=MU,
+                                   alpha=ALPHA, cfg=s.cfg)
+        got = s.read_params()
+        assert r.steps == K and r.forwards == K * (1 + N)
+        assert np.array_equal(got, want), f"{int(np.sum(got != want))} of {got.size} parameters differ"
+        assert not np.array_equal(got, theta)            # the steps moved parameters
+        assert s.read_log(r.forwards) == log
+        assert (r.loss0, r.correct) == log[-(1 + N)]
+
+        # golden/train.py's Stepper interface: BoardStepper.step == GoldenStepper.step (one signRGE step)
+        from ttzo.golden.optim import GoldenStepper, OptimConfig, OptState
+        oc = OptimConfig(optimizer="signrge", lr=ALPHA, mu=MU, queries=N)
+        x2, y2 = _batch(mnist_dir, B)
+        st_b = OptState(theta=want.copy(), momentum=np.zeros_like(want), step=K, phase="signrge")
+        st_g = OptState(theta=want.copy(), momentum=np.zeros_like(want), step=K, phase="signrge")
+        rb = BoardStepper(s, s.net, oc, SEED, B, s.cfg).step(st_b, x2, y2, 0)
+        rg = GoldenStepper(s.net, oc, SEED, B, s.cfg).step(st_g, x2, y2, 0)
+        assert np.array_equal(st_b.theta, st_g.theta) and st_b.step == st_g.step == K + 1
+        assert (rb.loss, rb.correct, rb.evaluations) == (rg.loss, rg.correct, rg.evaluations)
+        want = st_g.theta
+
+        # a refused operation (more queries than the design holds) changes nothing
+        regs = s.registers(seed=SEED, step0=K, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
+        regs[CFG_N_QUERIES] = bp.n_max + 1
+        b.configure(0, regs)
+        with pytest.raises(BoardError, match="engine error 2"):
+            b.run_steps(1)
+        assert np.array_equal(s.read_params(), want)
+
+
+def test_virtual_board_signrge_bit_exact(mnist_dir) -> None:
+    from ttzo.sim.virtual_board_top import start
+    port, stop = start(small_profile(), phy="stream")
+    try:
+        _flow(f"socket://127.0.0.1:{port}", mnist_dir, timeout=5.0)
+    finally:
+        stop()
+
+
+@pytest.mark.slow
+def test_virtual_board_signrge_bit_exact_uart(mnist_dir) -> None:
+    from ttzo.sim.virtual_board_top import start
+    port, stop = start(small_profile(), phy="uart")
+    try:
+        _flow(f"socket://127.0.0.1:{port}", mnist_dir, timeout=60.0)
+    finally:
+        stop()

@@ -49,10 +49,10 @@ class RepresentativeDatapath(wiring.Component):
         self.plan, self.cfg, self.use_spram = plan, cfg, use_spram
         self.lanes = plan.lanes
         self.bank_depth = plan.region("params").depth
-        bulk_bits = sum(r.bits for r in plan.regions if r.group == "batch")
-        self.bulk_depth = math.ceil(bulk_bits / 16)
+        self.bulk_depth = plan.group_words16("batch")
         self.batch_bytes = plan.region("batch").depth
-        self.state_depth = plan.region("state_a").depth
+        self.state_depth = plan.region("state_a").depth       # the ping-pong part of each state RAM
+        self.state_a_depth = max(self.state_depth, plan.group_words16("state_a"))   # + loss tables
         self.shift_batch = cfg.weight.frac + cfg.input.frac - cfg.state.frac
         self.shift_state = cfg.weight.frac + cfg.state.frac - cfg.state.frac
         if min(self.shift_batch, self.shift_state) < 1:
@@ -71,7 +71,7 @@ class RepresentativeDatapath(wiring.Component):
             m.submodules[f"bank{i}"] = mem
             banks.append((mem.read_port(), mem.write_port()))
         m.submodules.bulk = bulk = SinglePortRAM(self.bulk_depth, 16, use_spram=self.use_spram)
-        m.submodules.state_a = sa = SinglePortRAM(self.state_depth, 16, use_spram=self.use_spram)
+        m.submodules.state_a = sa = SinglePortRAM(self.state_a_depth, 16, use_spram=self.use_spram)
         m.submodules.state_b = sb = SinglePortRAM(self.state_depth, 16, use_spram=self.use_spram)
         rams = {REGION_BULK: bulk, REGION_A: sa, REGION_B: sb}
 
@@ -103,7 +103,7 @@ class RepresentativeDatapath(wiring.Component):
         mu = Signal(6)
         kleft = Signal(8)          # inner-product steps left in this group - 1
         gleft = Signal(16)         # groups left - 1
-        overlap = Signal()         # K >= P + 4: a group's drain ends before the next capture
+        overlap = Signal()         # K >= P + 4: a group's drain ends before the next capture (needs K > P)
         xlimit = Signal(range(max(self.batch_bytes, self.state_depth) + 1))
         xaddr = Signal(range(max(self.batch_bytes, self.state_depth) + 1))
         waddr = Signal(range(max(2, self.bank_depth)))
@@ -117,9 +117,11 @@ class RepresentativeDatapath(wiring.Component):
         at_start = Signal()        # the next issue is the first of a group
         Km1 = Signal(8)
         draining = Signal()
+        rd_bank, rd_other = Signal(16), Signal(16)
         upd = Signal(16)
         upd_n = Signal(16)
-        upd_phase = Signal()
+        upd_phase = Signal(2)
+        upd_q = [Signal(16, name=f"upd{i}") for i in range(P)]
         running = Signal()
 
         # lanes
@@ -128,32 +130,37 @@ class RepresentativeDatapath(wiring.Component):
         prod = [Signal(signed(32), name=f"prod{i}") for i in range(P)]
         shadow = [Signal(signed(ACC_WIDTH), name=f"shadow{i}") for i in range(P)]
 
-        # operand x for all lanes (from the batch byte or a state word)
-        src_word = Mux(src == 0, bulk.rdata, Mux(src == 1, sa.rdata, sb.rdata))
-        x = Signal(signed(16))          # batch bytes zero-extend: one 16x16 hard multiplier per lane
+        # Pipeline: issue addresses -> s1 RAM data -> s2 registered RAM data (w_q, x_raw) -> s3 perturbed
+        # weight and broadcast operand (wp, x_q) -> s4 product (hard multiplier) -> accumulate.
+        # Every RAM output is registered before any logic and every multiplier has registered inputs
+        # and output, so no path crosses a block RAM, a cascade mux and a multiplier in one cycle.
+        x_raw = Signal(signed(16))      # batch bytes zero-extend: one 16x16 hard multiplier per lane
         x_q = Signal(signed(16))
-        m.d.comb += x.eq(Mux(src == 0, Mux(byte1, bulk.rdata[8:], bulk.rdata[:8]), src_word.as_signed()))
-        m.d.sync += x_q.eq(x)
+        src_word = Mux(src == 1, sa.rdata, sb.rdata)
+        m.d.sync += [x_raw.eq(Mux(src == 0, Mux(byte1, bulk.rdata[8:], bulk.rdata[:8]), src_word.as_signed())),
+                     x_q.eq(x_raw)]
+        v4, f4, l4 = Signal(), Signal(), Signal()
 
         issue = Signal()
         for i in range(P):
-            w = bank_rdata[i].as_signed()
-            xi_neg = prng[i][31]
-            wp = Signal(signed(16), name=f"wpert{i}")   # registered perturbed weight (pipeline stage 2)
-            m.d.sync += [wp.eq(Mux(xi_neg, w - mu, w + mu)), prod[i].eq(x_q * wp)]
-            with m.If(v1):
+            w_q = Signal(signed(16), name=f"w{i}")
+            wp = Signal(signed(16), name=f"wpert{i}")
+            m.d.sync += [w_q.eq(bank_rdata[i].as_signed()), wp.eq(Mux(prng[i][31], w_q - mu, w_q + mu)),
+                         prod[i].eq(x_q * wp)]
+            with m.If(v2):
                 m.d.sync += prng[i].eq(_xorshift32(prng[i]))
-            with m.If(v3):
-                acc_next = Mux(f3, prod[i], acc[i] + prod[i])
+            with m.If(v4):
+                acc_next = Mux(f4, prod[i], acc[i] + prod[i])
                 m.d.sync += acc[i].eq(acc_next)
-                with m.If(l3):
+                with m.If(l4):
                     m.d.sync += shadow[i].eq(acc_next)
             if i + 1 < P:
                 with m.If(draining):
                     m.d.sync += shadow[i].eq(shadow[i + 1])
         m.d.sync += [v1.eq(issue), f1.eq(at_start), l1.eq(kleft == 0), byte1.eq(xaddr[0]),
-                     v2.eq(v1), f2.eq(f1), l2.eq(v1 & l1), v3.eq(v2), f3.eq(f2), l3.eq(v2 & l2)]
-        with m.If(v3 & l3):
+                     v2.eq(v1), f2.eq(f1), l2.eq(v1 & l1), v3.eq(v2), f3.eq(f2), l3.eq(v2 & l2),
+                     v4.eq(v3), f4.eq(f3), l4.eq(v3 & l3)]
+        with m.If(v4 & l4):
             m.d.sync += [drain.eq(P), draining.eq(1)]
         with m.Elif(draining):
             m.d.sync += drain.eq(drain - 1)
@@ -166,11 +173,12 @@ class RepresentativeDatapath(wiring.Component):
         rounded = Signal(signed(ACC_WIDTH))   # registered: rounding and saturation in separate cycles
         m.d.sync += [rounded.eq(Mux(src == 0, round_half_up(shadow[0], self.shift_batch),
                                     round_half_up(shadow[0], self.shift_state))), dv.eq(draining)]
-        out_word = Signal(signed(16))
+        out_word = Signal(signed(16))         # registered saturation; written one cycle after `rounded`
+        dv2 = Signal()
         hi = rounded[15:]
-        m.d.comb += out_word.eq(Mux((hi == 0) | (hi == (1 << len(hi)) - 1), rounded[:16],
-                                    Mux(rounded[-1], -32768, 32767)))
-        with m.If(dv):
+        m.d.sync += [out_word.eq(Mux((hi == 0) | (hi == (1 << len(hi)) - 1), rounded[:16],
+                                     Mux(rounded[-1], -32768, 32767))), dv2.eq(dv)]
+        with m.If(dv2):
             m.d.sync += [loss.eq(loss + out_word),
                          dest_addr.eq(Mux(dest_addr == self.state_depth - 1, 0, dest_addr + 1))]
 
@@ -224,17 +232,21 @@ class RepresentativeDatapath(wiring.Component):
                         m.next = "UPDATE"
             with m.State("READ"):
                 m.next = "READ_WAIT"
-            with m.State("READ_WAIT"):
-                data = Mux(region == REGION_PARAMS, bank_rdata[bank_sel],
-                           Mux(region == REGION_BULK, bulk.rdata, Mux(region == REGION_A, sa.rdata, sb.rdata)))
-                m.d.sync += [tx_buf.eq(data), tx_n.eq(2), ptr.eq(ptr + 1)]
+            with m.State("READ_WAIT"):               # RAM data valid: register the bank select first
+                m.d.sync += [rd_bank.eq(bank_rdata[bank_sel]),
+                             rd_other.eq(Mux(region == REGION_BULK, bulk.rdata,
+                                             Mux(region == REGION_A, sa.rdata, sb.rdata)))]
+                m.next = "READ_SEL"
+            with m.State("READ_SEL"):
+                m.d.sync += [tx_buf.eq(Mux(region == REGION_PARAMS, rd_bank, rd_other)), tx_n.eq(2),
+                             ptr.eq(ptr + 1)]
                 m.next = "SEND"
             with m.State("RUN"):
                 m.d.comb += [bank_raddr.eq(waddr), sa.addr.eq(Mux(src == 1, xaddr, dest_addr)),
                              sb.addr.eq(Mux(src == 2, xaddr, dest_addr)), bulk.addr.eq(xaddr >> 1)]
-                m.d.comb += [sa.we.eq(dv & (src != 1)), sb.we.eq(dv & (src == 1)),
+                m.d.comb += [sa.we.eq(dv2 & (src != 1)), sb.we.eq(dv2 & (src == 1)),
                              sa.wdata.eq(out_word), sb.wdata.eq(out_word)]
-                pipe_idle = ~v1 & ~v2 & ~v3 & ~draining & ~dv
+                pipe_idle = ~v1 & ~v2 & ~v3 & ~v4 & ~draining & ~dv & ~dv2
                 go = running & (~at_start | overlap | pipe_idle)
                 m.d.comb += issue.eq(go)
                 with m.If(go):
@@ -253,11 +265,14 @@ class RepresentativeDatapath(wiring.Component):
                 with m.If(upd == upd_n):
                     m.d.sync += [tx_buf.eq(0x55), tx_n.eq(1)]
                     m.next = "SEND"
-                with m.Elif(upd_phase):
+                with m.Elif(upd_phase == 2):            # write the registered new values
                     for i, (rp, wp) in enumerate(banks):
-                        step = Mux(prng[i][30], -1, 1)
-                        m.d.comb += [wp.data.eq(rp.data.as_signed() - step), bank_we[i].eq(1)]
+                        m.d.comb += [wp.data.eq(upd_q[i]), bank_we[i].eq(1)]
                     m.d.sync += [upd.eq(upd + 1), upd_phase.eq(0)]
+                with m.Elif(upd_phase == 1):            # RAM data valid: theta - sign step, registered
+                    for i, (rp, wp) in enumerate(banks):
+                        m.d.sync += upd_q[i].eq(rp.data.as_signed() - Mux(prng[i][30], -1, 1))
+                    m.d.sync += upd_phase.eq(2)
                 with m.Else():
                     m.d.sync += upd_phase.eq(1)
             with m.State("SEND"):

@@ -169,8 +169,9 @@ def markdown(rep: dict) -> str:
     if g:
         lines += [f"Golden model ({g['arith']}, {g['data']}) on {g['machine']}: {g['step_seconds']:.3f} s per step, "
                   f"{g['epoch_seconds']:.0f} s per epoch (median of {g['steps_timed']} steps x {perf['steps_per_epoch']}). "
-                  f"Board / golden: {perf['speedup_vs_golden']:.1f}x faster with the UART transfer, "
-                  f"{perf['compute_speedup_vs_golden']:.1f}x on compute alone.", ""]
+                  f"Speed-up of the board over golden (golden epoch / board epoch): "
+                  f"{perf['speedup_vs_golden']:.2f} with the UART transfer, "
+                  f"{perf['compute_speedup_vs_golden']:.2f} on compute alone.", ""]
     return "\n".join(lines)
 
 

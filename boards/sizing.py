@@ -10,7 +10,9 @@ The plan lists the regions a whole-network signRGE/CGE training step keeps on ch
 - batch:    the training batch (input format) and its labels;
 - state_a, state_b: ping-pong buffers of the TT contraction state, each as large as the largest
             intermediate (or layer output) of any absorption step;
-- losses:   2N + 1 loss words (registers, not counted in RAM).
+- exp2, log2: the loss unit's tables (golden/loss.py: 1024 x 31 and 1025 x 17 bits); they share
+            state A's blocks, as the loss of a sample is evaluated between forward passes;
+- losses:   N + 1 loss words (registers, not counted in RAM).
 
 Regions in the same *group* are never accessed in the same cycle, so they may share blocks
 (batch and momentum: the update phase does not read the batch).  Each group is mapped onto
@@ -24,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
+from ttzo.golden.loss import EXP_BITS, LOG_BITS, SUM_FRAC
 from ttzo.golden.network import TTNet, mnist_tt
 
 from .profiles import BoardProfile
@@ -52,6 +55,13 @@ class Region:
     def bits(self) -> int:
         return self.depth * self.width * self.banks
 
+    @property
+    def words16(self) -> int:
+        """16-bit words it takes in a 16-bit-wide RAM (narrow words packed, wide words split)."""
+        if self.width <= 16:
+            return math.ceil(self.depth * self.width * self.banks / 16)
+        return self.depth * math.ceil(self.width / 16) * self.banks
+
 
 @dataclass(frozen=True)
 class MemoryPlan:
@@ -61,6 +71,10 @@ class MemoryPlan:
     lanes: int
     batch: int
     regions: tuple[Region, ...]
+
+    def group_words16(self, group: str) -> int:
+        """16-bit words of all regions in `group` (the depth of one 16-bit RAM holding them)."""
+        return sum(r.words16 for r in self.regions if (r.group or r.name) == group)
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -100,6 +114,8 @@ def memory_plan(net: TTNet, lanes: int, batch: int = 64, cfg: FixedConfig = DEFA
         Region("labels", batch, label_bits, 1, "batch"),
         Region("state_a", state, cfg.state.bits, 1, "state_a"),
         Region("state_b", state, max(cfg.state.bits, cfg.act.bits), 1, "state_b"),
+        Region("exp2", 1 << EXP_BITS, SUM_FRAC + 1, 1, "state_a"),
+        Region("log2", (1 << LOG_BITS) + 1, 17, 1, "state_a"),
     ]
     if momentum:
         regions.append(Region("momentum", n, cfg.weight.bits, 1, "batch"))
@@ -143,7 +159,7 @@ def map_plan(plan: MemoryPlan, profile: BoardProfile) -> Fit:
     for g, regs in sorted(groups.items(), key=lambda kv: -sum(r.bits for r in kv[1])):
         bits = sum(r.bits for r in regs)
         banked = any(r.banks > 1 for r in regs)
-        need_sp = math.ceil(bits / (SPRAM_WORDS * SPRAM_WIDTH))
+        need_sp = math.ceil(sum(r.words16 for r in regs) / SPRAM_WORDS)
         if not banked and bits >= SPRAM_MIN_BITS and need_sp <= spram_left:
             spram_left -= need_sp
             spram += need_sp

@@ -54,14 +54,18 @@ class RunResult:
 class BoardSession:
     """One board running ZO training on its network (rtl/board_top.py register map)."""
 
+    #: STATUS polling interval while an operation runs (seconds).  Each poll is a frame the virtual
+    #: board must clock through cycle by cycle, so polling fast slows a simulated operation down.
+    poll = 0.1
+
     def __init__(self, board: Board, bp: T.BoardParams | None = None) -> None:
         if board.info is None:
             board.identify()
         self.board = board
         try:
             self.bp = bp or T.profile(board.info.name)
-        except KeyError as exc:
-            raise BoardError(f"{board.url}: {exc.args[0]}") from None
+        except ValueError as exc:
+            raise BoardError(f"{board.url}: {exc}") from None
         self.net: TTNet = self.bp.net
         self.cfg = board.info.fixed_config()
         have = board.info.region(P.Region.PARAMS).depth
@@ -103,6 +107,8 @@ class BoardSession:
             raise ValueError(f"batch has {x.shape[1]} features per sample, {self.net.name} takes {self.net.in_features}")
         if not 1 <= len(y) <= self.bp.max_samples:
             raise ValueError(f"batch of {len(y)} samples: the board holds 1..{self.bp.max_samples}")
+        if np.min(y) < 0 or np.max(y) >= self.net.out_features:
+            raise ValueError(f"labels must be classes 0..{self.net.out_features - 1}, got {np.min(y)}..{np.max(y)}")
         if x.min() < 0 or x.max() > 255:
             raise ValueError("input codes must be pixel bytes 0..255 (the board's u8 input format)")
         self.board.write_region(P.Region.BATCH, np.asarray(x, dtype=np.uint8).tobytes())
@@ -143,12 +149,14 @@ class BoardSession:
 
     # --- operations ---------------------------------------------------------------------------------
     def run_steps(self, k: int, timeout: float = 3600.0) -> RunResult:
-        self.board.run_steps(k, wait=True, timeout=timeout)
+        self.board.run_steps(k, wait=False)
+        self.board.wait_idle(timeout, poll=self.poll)
         return RunResult.of(self.board.read_results(0, T.N_RESULTS))
 
     def run_inference(self, timeout: float = 600.0) -> RunResult:
         """One forward pass of the loaded batch (loss and correct count); parameters unchanged."""
-        self.board.run_inference(0, wait=True, timeout=timeout)
+        self.board.run_inference(0, wait=False)
+        self.board.wait_idle(timeout, poll=self.poll)
         return RunResult.of(self.board.read_results(0, T.N_RESULTS))
 
     def read_log(self, forwards: int) -> list[tuple[int, int]]:
@@ -219,10 +227,16 @@ def open_board_stepper(config, url: str, timeout: float = 5.0, baudrate: int = 1
     """For `ttzo train mnist --backend board --port URL`: open the board and a Stepper for `config`
     (golden.train.TrainConfig); the caller closes the returned Board when training ends."""
     from ttzo.golden.network import mnist_tt
-    board = Board.open(url, baudrate=baudrate, timeout=timeout)
+    try:
+        board = Board.open(url, baudrate=baudrate, timeout=timeout)
+    except BoardError as exc:                  # the CLI reports OSErrors as clear one-line errors
+        raise OSError(str(exc)) from None
     try:
         stepper = BoardStepper(BoardSession(board), mnist_tt(config.rank), config.optim, config.seed,
                                config.batch, config.fixed_config())
+    except BoardError as exc:
+        board.close()
+        raise OSError(str(exc)) from None
     except BaseException:
         board.close()
         raise

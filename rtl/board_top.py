@@ -131,12 +131,12 @@ def mnist_profile(rank: int = 6, batch: int = 64) -> BoardParams:
 
 
 def profile(name: str) -> BoardParams:
-    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR")."""
+    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR"); ValueError otherwise."""
     if name == "ttzo-small":
         return small_profile()
     if name.startswith("ttzo-mnist-r") and name[12:].isdigit():
         return mnist_profile(int(name[12:]))
-    raise KeyError(f"unknown board design {name!r}: this host knows 'ttzo-small' and 'ttzo-mnist-rR'")
+    raise ValueError(f"unknown board design {name!r}: this host knows 'ttzo-small' and 'ttzo-mnist-rR'")
 
 
 class _Control(wiring.Component):

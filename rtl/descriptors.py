@@ -605,7 +605,16 @@ def emulate(prog: Program, x: np.ndarray) -> np.ndarray:
 
 
 def step_cycles_model(prog: Program) -> int:
-    """Ideal cycles per sample of the datapath: per output group max(K, P / drains) (drain-bound when K is small)."""
+    """Cycles per sample of the datapath alone: per (row group, column) max(K, rows / drains).
+
+    The lanes need K cycles per (group, column); the drain needs ceil(rows / drains) for the
+    group's real rows.  Per-step overheads (descriptor fetch, pipeline fill) are not counted.
+    """
     p = prog.params
-    return sum(st.n_groups * (prod(st.mac_count[K_LEVELS:])) * max(st.k_len, p.lanes // p.drains)
-               for st in prog.steps)
+    total = 0
+    for st in prog.steps:
+        cols = prod(st.mac_count[K_LEVELS:])
+        for g in range(st.n_groups):
+            rows = min(p.lanes, st.n_f - g * p.lanes)
+            total += cols * max(st.k_len, -(-rows // p.drains))
+    return total

@@ -16,12 +16,36 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
+from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
 
 READ_PARAMS, READ_MOMENTUM, READ_LOG_LOSS, READ_LOG_CORRECT = 0, 1, 2, 3
 
 
+def _kick_comb_blocks(handle, depth: int = 0) -> int:
+    """Toggle Yosys' `$auto$verilog_backend...dump_module$1` in every module instance.
+
+    Every `always @*` block Amaranth/Yosys emits starts with `if (<that reg>) begin end` so that
+    it runs at time 0; Icarus 11 does not run them for the declaration initialiser, so their
+    outputs stay X until some input changes (e.g. a stream `ready` that depends only on an FSM
+    state that reset does not change).  Changing the register once evaluates every block.
+    Verilator needs nothing (two-state, evaluates everything at start).
+    """
+    n = 0
+    for child in handle:
+        name = child._name
+        if "dump_module" in name:
+            child.value = 1
+            n += 1
+        elif depth < 8 and hasattr(child, "__iter__") and not hasattr(child, "value"):
+            n += _kick_comb_blocks(child, depth + 1)
+    return n
+
+
 async def _reset(dut) -> None:
+    if cocotb.SIM_NAME.lower().startswith("icarus"):
+        kicked = _kick_comb_blocks(dut)
+        await Timer(1, "ns")
+        dut._log.info("evaluated the combinational blocks of %d module instances", kicked)
     dut.rst.value = 1
     for name in ("cfg_en", "host_we", "seg_we", "start"):
         getattr(dut, name).value = 0

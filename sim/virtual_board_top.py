@@ -4,11 +4,12 @@
     serve(small_profile(), port=5555)                            # foreground until Ctrl-C / SIGTERM
 
 Same launcher/bench split and TCP side as E's sim/virtual_board.py (whose `_Net` and UART serving
-loop it reuses); the difference is the design and the stream PHY's *fast path*: while an operation
-runs and no byte is in flight, the bench lets the simulator run the clock on its own (a Timer of
-JUMP_CYCLES cycles, cut short when the design's `idle` or `o.valid` rises) instead of waking Python
-on every edge, then looks at the socket again.  A training step of many thousand cycles thus
-costs a few Python wake-ups, not one per cycle.
+loop it reuses); the difference is the design and the stream PHY's *fast path*: whenever no byte is in flight
+(an operation runs, or the command processor copies/checks a request) but the design is not idle,
+the bench lets the simulator run the clock on its own (a Timer of JUMP_CYCLES cycles, cut short when
+the design's `idle` or `o.valid` rises) instead of waking Python on every edge, then looks at the
+socket again.  A training step of many thousand cycles thus costs a few Python wake-ups, not one
+per cycle.
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def start(bp, port: int = 0, phy: str = "stream", sim: str = "verilator",
     tmp = Path(tempfile.mkdtemp(prefix="ttzo-vboard-top-"))
     ready, stop_file = tmp / "ready", tmp / "stop"
     env = {"TTZO_VB_PORT": str(port), "TTZO_VB_PHY": phy, "TTZO_VB_CONNECTIONS": "0",
-           "TTZO_VB_DIVISOR": str(bp.uart_divisor), "TTZO_VB_READY": str(ready), "TTZO_VB_STOP": str(stop_file)}
+           "TTZO_VB_DIVISOR": str(bp.uart_divisor), "TTZO_VB_READY": str(ready), "TTZO_VB_STOP": str(stop_file),
+           # cocotbext-uart logs every byte at INFO: thousands of lines per batch, and slow
+           "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -158,7 +161,8 @@ if cocotb is not None:
                     out.clear()
                     net.poll(0.05)                  # idle: block on the socket, simulated time stands still
                     continue
-                if dut.busy.value:                  # engine running, link quiet: let the simulator run
+                else:                               # engine running or a request being copied/checked,
+                    #                                     no byte in flight: let the simulator run the clock
                     await RisingEdge(dut.clk)
                     dut.i__valid.value = 0
                     await ReadOnly()
@@ -171,7 +175,9 @@ if cocotb is not None:
                         await ReadOnly()
                         quiet = 3
                         take()
-                    net.poll(0)
+                        net.poll(0)
+                    else:                           # nothing happened: a running engine goes on at once; a
+                        net.poll(0 if dut.busy.value else 0.05)   # partial request waits for its bytes
                     continue
             await RisingEdge(dut.clk)
             sending = bool(net.rx)
@@ -184,3 +190,21 @@ if cocotb is not None:
                 del net.rx[0]
                 quiet = 0
         await RisingEdge(dut.clk)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ttzo.sim.virtual_board_top --port N [--phy stream|uart] [--design NAME]`: serve the board."""
+    import argparse
+
+    from ttzo.rtl.board_top import profile
+    ap = argparse.ArgumentParser(prog="python -m ttzo.sim.virtual_board_top", description=main.__doc__)
+    ap.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0: any free one)")
+    ap.add_argument("--phy", choices=["stream", "uart"], default="stream")
+    ap.add_argument("--design", default="ttzo-small", help="board profile (ttzo-small, ttzo-mnist-rR)")
+    a = ap.parse_args(argv)
+    serve(profile(a.design), a.port, a.phy)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -118,3 +118,34 @@ def test_virtual_board_signrge_bit_exact_uart(mnist_dir) -> None:
         _flow(f"socket://127.0.0.1:{port}", mnist_dir, timeout=60.0)
     finally:
         stop()
+
+
+@pytest.mark.slow
+def test_train_mnist_through_the_board_equals_golden(mnist_dir, tmp_path) -> None:
+    """golden/train.py's loop with the board as its Stepper (what `ttzo train mnist --backend board` runs):
+    the paper's TT-MLP at rank 1 on the ttzo-mnist-r1 design, 2 signRGE steps of batch 64 — the final
+    parameters and every metric equal the golden backend's."""
+    from ttzo.golden.optim import OptimConfig
+    from ttzo.golden.train import TrainConfig, train_mnist
+    from ttzo.host.backend_board import open_board_stepper
+    from ttzo.rtl.board_top import mnist_profile
+    from ttzo.sim.virtual_board_top import start
+
+    def cfg(out):
+        return TrainConfig(arith="fixed", rank=1, epochs=1, seed=0, batch=64, out=str(out), data=str(mnist_dir),
+                           train_samples=128, test_samples=200, optim=OptimConfig(optimizer="signrge", queries=2))
+    gold = train_mnist(cfg(tmp_path / "golden"), progress=False)
+    port, stop = start(mnist_profile(1), phy="stream")
+    try:
+        c = cfg(tmp_path / "board")
+        stepper, board = open_board_stepper(c, f"socket://127.0.0.1:{port}", timeout=10.0)
+        try:
+            res = train_mnist(c, progress=False, stepper=stepper)
+        finally:
+            board.close()
+    finally:
+        stop()
+    assert np.array_equal(res.theta, gold.theta)
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc", "evaluations", "steps")
+    assert [{k: m[k] for k in keys} for m in res.metrics] == [{k: m[k] for k in keys} for m in gold.metrics]
+    assert (tmp_path / "board" / "checkpoint.npz").exists() and (tmp_path / "board" / "metrics.json").exists()

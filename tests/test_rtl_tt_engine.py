@@ -28,7 +28,7 @@ N_RANDOM = 50
 # Compiler + emulator (pure Python)
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lanes", [1, 16])
+@pytest.mark.parametrize("lanes", [4, 16])
 def test_emulated_program_equals_golden_mnist(lanes: int) -> None:
     net = mnist_tt(6)
     codes = seeded_params(net, DEFAULT_CONFIG, seed=3)

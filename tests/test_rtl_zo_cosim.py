@@ -81,3 +81,23 @@ def test_verilator_mnist_r6_batch64(mnist_dir) -> None:
     for r in results:
         assert r.bit_exact, r.to_dict()
     assert results[0].forwards == 3 * 11
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
+def test_dense_engine_trainer_both_simulators(sim) -> None:
+    """The same sequencer around the one-MAC dense engine: 2 signRGE steps and a CGE step, seconds per simulator."""
+    if sim == "icarus" and not runner.have_icarus():
+        pytest.skip("Icarus Verilog not installed")
+    from ttzo.golden.network import LayerSpec, TTNet
+    from ttzo.golden.tt import TTShape
+    rng = np.random.default_rng(11)
+    n_in, C, B = 6, 3, 4
+    net = TTNet((LayerSpec(TTShape((n_in,), (C,), (1, 1)), "identity"),), name="dense-6x3")
+    cfg = DEFAULT_CONFIG
+    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.6, n_in * C)), cfg.bias.quantize(rng.normal(0, 1, C))])
+    x = rng.integers(0, 256, size=(B, n_in))
+    y = rng.integers(0, C, size=B)
+    cases = [ZoCase("signrge-2", net, theta, x, y, "signrge", seed=5, k_steps=2, n_queries=2),
+             ZoCase("cge-1", net, theta, x, y, "cge", seed=5, step0=2, fraction=0.5)]
+    for r in cosimulate_zo(cases, None, sim, n_max=2, log_depth=64):
+        assert r.bit_exact, r.to_dict()

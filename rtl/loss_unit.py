@@ -14,7 +14,7 @@ Timing (no pipelining across phases; the loss unit is far off the critical path 
 pass): 1 cycle for the label, C cycles to load logits, 2 cycles per class for exp2, 2 cycles
 to normalise, 1 cycle to present the result: 3C + 4 cycles per sample when never stalled.
 """
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

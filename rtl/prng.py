@@ -13,7 +13,7 @@ seeder (N + latency cycles) and then advances all N in lock step: the N parallel
 the signRGE accumulate pass needs for one parameter per cycle.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

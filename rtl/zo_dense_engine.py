@@ -12,7 +12,7 @@ Interface (the subset of TTEngine's that the trainer uses):
   ``start`` (with ``batch``) runs the batch; ``busy`` until the last output has left ``o``.
 Per sample: N x (M + 1) cycles of MACs plus M output cycles.
 """
-from amaranth import Array, Module, Signal, signed, unsigned
+from amaranth import Array, Module, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

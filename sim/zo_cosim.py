@@ -26,6 +26,12 @@ from .tb_zo_nets import segments
 
 TB_MODULE = "ttzo.sim.tb_zo_trainer"
 
+#: Engine sizes for the small TT net (784 -> 16 -> 10): the default cocotb suite and
+#: `ttzo sim zo-step --net small` build the same model (with n_max=4, log_depth=256), so it is reused.
+SMALL_ENGINE = EngineParams(lanes=4, buf_elems=1024, in_elems=1024, out_elems=64, core_words=512, bias_words=64,
+                            max_steps=8, sine_bits=4)
+SMALL_N_MAX, SMALL_LOG_DEPTH = 4, 256
+
 
 @dataclass
 class ZoCase:
@@ -75,23 +81,6 @@ class ZoResult:
                 "forward_passes": self.forwards, "steps": self.steps, "cycles": self.cycles,
                 "cycles_per_step": self.cycles_per_step,
                 "losses": [int(v) for v, _ in self.got_log], "correct": [int(c) for _, c in self.got_log]}
-
-
-def _run(model: runner.Model, test_module: str, env: dict[str, str], test_dir: Path, waves: bool) -> None:
-    """runner.run, but with hdl_toplevel_lang given: a fresh cocotb runner (model built in an earlier
-    process) cannot infer it and fails with "'Verilator' object has no attribute '_vhdl_sources'"."""
-    from cocotb_tools.runner import get_results, get_runner
-    if model.sim == "verilator":
-        runner.verilator_env.apply()
-    r = get_runner(model.sim)
-    plus = ["-fst"] if waves and model.sim == "icarus" else []
-    results = r.test(test_module=test_module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
-                     build_dir=model.build_dir, test_dir=test_dir, extra_env=env, waves=waves,
-                     timescale=runner.TIMESCALE, test_args=plus, log_file=test_dir / "sim.log")
-    total, failed = get_results(results)
-    if total == 0 or failed:
-        raise runner.SimulationFailed(f"{failed} of {total} cocotb tests failed in {model.sim}; "
-                                      f"log: {test_dir / 'sim.log'}")
 
 
 def _regs(case: ZoCase) -> dict[str, int]:
@@ -200,7 +189,8 @@ def cosimulate_zo(cases: list[ZoCase], params: EngineParams | None, sim: str = "
         wants.append(expected(c))
     data_path, result_path = work / "cases.npz", work / "results.npz"
     np.savez(data_path, **arrays)
-    _run(model, TB_MODULE, {"TTZO_TB_DATA": str(data_path), "TTZO_TB_RESULT": str(result_path)}, work, waves)
+    runner.run(model, TB_MODULE, env={"TTZO_TB_DATA": str(data_path), "TTZO_TB_RESULT": str(result_path)},
+               test_dir=work, waves=waves)
     res = np.load(result_path)
     out = []
     for i, (c, (theta, bm, log)) in enumerate(zip(cases, wants)):

@@ -58,7 +58,8 @@ def _flow(url: str, mnist_dir, timeout: float) -> None:
         assert np.array_equal(s.read_params(), theta)
         x, y = _batch(mnist_dir)
         s.load_batch(x, y)
-        assert b.read_region(P.Region.BATCH, B * 784) == np.asarray(x, np.uint8).tobytes()
+        # (the last sample read back; the bit-exact losses below prove the whole batch arrived)
+        assert b.read_region(P.Region.BATCH, 784, (B - 1) * 784) == np.asarray(x[-1], np.uint8).tobytes()
 
         # one forward pass (RUN_INFERENCE): loss and correct count of golden, parameters untouched
         s.configure_signrge(seed=SEED, step0=0, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
@@ -91,6 +92,16 @@ def _flow(url: str, mnist_dir, timeout: float) -> None:
         assert np.array_equal(st_b.theta, st_g.theta) and st_b.step == st_g.step == K + 1
         assert (rb.loss, rb.correct, rb.evaluations) == (rg.loss, rg.correct, rg.evaluations)
         want = st_g.theta
+
+        # garbage, a corrupted frame and an out-of-range write on the wire change nothing; the link resyncs
+        rng = np.random.default_rng(3)
+        bad = bytearray(P.Frame(P.Cmd.WRITE_REGION, 1, P.WRITE_HDR.pack(P.Region.PARAMS, 0) + bytes(8)).encode())
+        bad[5] ^= 0x10
+        junk = rng.integers(0x10, 0xC0, 300, dtype=np.uint8)       # no END/ESC: one garbage "frame" ...
+        junk[1] = 0x7F                                             # ... whose echoed command we never send
+        b.t.write(junk.tobytes() + bytes(bad)
+                  + P.Frame(P.Cmd.WRITE_REGION, 2, P.WRITE_HDR.pack(P.Region.PARAMS, 420) + bytes(2)).encode())
+        assert np.array_equal(s.read_params(), want)
 
         # a refused operation (more queries than the design holds) changes nothing
         regs = s.registers(seed=SEED, step0=K, n_samples=B, queries=N, mu=MU, alpha=ALPHA)

@@ -18,12 +18,9 @@ from ttzo.rtl.descriptors import EngineParams
 from ttzo.sim import runner
 from ttzo.sim.tb_zo_nets import small_mnist_net
 from ttzo.sim.tt_cosim import seeded_params
-from ttzo.sim.zo_cosim import ZoCase, cosimulate_zo
-
-#: The model the default suite builds (one per simulator), shared by its cases.
-SMALL_ENGINE = EngineParams(lanes=4, buf_elems=1024, in_elems=1024, out_elems=64, core_words=512, bias_words=64,
-                            max_steps=8, sine_bits=4)
-N_MAX, LOG_DEPTH = 4, 256
+from ttzo.sim.zo_cosim import SMALL_ENGINE, ZoCase, cosimulate_zo
+from ttzo.sim.zo_cosim import SMALL_LOG_DEPTH as LOG_DEPTH
+from ttzo.sim.zo_cosim import SMALL_N_MAX as N_MAX
 
 
 def _batch(mnist_dir, B: int):

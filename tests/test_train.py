@@ -71,3 +71,35 @@ def test_short_fixed_point_mnist_run_learns(tmp_path: Path, mnist) -> None:
     from ttzo.golden.zo import sample_coordinates
     expected = sum(sample_coordinates(0, t, res.theta.size, 0.2).size + 1 for t in range(16))
     assert m["evaluations"] == expected and m["sample_forwards"] == 64 * expected
+
+
+def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary(tmp_path: Path, mnist) -> None:
+    """SIGINT during a step: the step finishes, the checkpoint is written, resume is bit-exact."""
+    import os
+    import signal
+
+    from ttzo.golden.network import mnist_tt
+    from ttzo.golden.optim import GoldenStepper
+
+    def cfg(out: str) -> TrainConfig:
+        return TrainConfig(arith="fixed", rank=2, epochs=1, seed=3, train_samples=384, test_samples=50,
+                           out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+
+    class Interrupting(GoldenStepper):
+        calls = 0
+
+        def step(self, st, x, y, epoch):
+            Interrupting.calls += 1
+            if Interrupting.calls == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives while this step runs
+            return super().step(st, x, y, epoch)
+
+    c = cfg("a")
+    res = train_mnist(c, data=mnist, progress=False,
+                      stepper=Interrupting(mnist_tt(2), c.optim, c.seed, c.batch, c.fixed_config()))
+    assert res.interrupted
+    ck = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    assert int(ck["batch_index"]) == 3 and int(ck["step"]) == 3  # the third step completed
+    resumed = train_mnist(cfg("a"), resume=True, data=mnist, progress=False)
+    whole = train_mnist(cfg("b"), data=mnist, progress=False)
+    assert np.array_equal(resumed.theta, whole.theta)

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cge-fraction", type=float, default=None,
                    help="CGE: fraction of coordinates visited (golden zo.sample_coordinates); default 1 for "
                         "the small net, 0.01 for the MNIST net")
-    p.add_argument("--lanes", type=int, default=16, help="TT engine MAC lanes P; default 16")
+    p.add_argument("--lanes", type=int, default=16,
+                   help="TT engine MAC lanes P for the MNIST net; default 16 (the small net's model has 4)")
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator", help="simulator")
     p.add_argument("--seed", type=int, default=0, help="seed of the parameters and the PRNG; default 0")
     p.add_argument("--data", default=None, help="MNIST directory (default: golden.mnist's search path)")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ttzo.rtl.descriptors import EngineParams
     from ttzo.sim.tb_zo_nets import small_mnist_net
     from ttzo.sim.tt_cosim import seeded_params
-    from ttzo.sim.zo_cosim import ZoCase, cosimulate_zo
+    from ttzo.sim.zo_cosim import SMALL_ENGINE, SMALL_LOG_DEPTH, SMALL_N_MAX, ZoCase, cosimulate_zo
 
     if args.batch < 1 or args.steps < 1 or args.queries < 1:
         raise ValueError("--batch, --steps and --queries must be >= 1")
@@ -58,11 +59,16 @@ def run(args: argparse.Namespace) -> int:
     case = ZoCase(f"{net.name}-{args.optimizer}", net, theta, x, y, args.optimizer, seed=args.seed,
                   k_steps=args.steps if args.optimizer == "signrge" else 1, n_queries=args.queries, mu=args.mu,
                   alpha=args.alpha, fraction=fraction)
-    params = EngineParams(lanes=args.lanes)
+    if args.net == "small":   # the default cocotb suite's model (built once, reused)
+        if args.queries > SMALL_N_MAX:
+            raise ValueError(f"--queries {args.queries}: the small-net model holds at most {SMALL_N_MAX}")
+        params, n_max, log_depth = SMALL_ENGINE, SMALL_N_MAX, SMALL_LOG_DEPTH
+    else:
+        params, n_max = EngineParams(lanes=args.lanes), max(args.queries, 1)
+        log_depth = max(64, 1 << (net.n_params + 1).bit_length()) if args.optimizer == "cge" else 64
     t0 = time.time()
-    (r,) = cosimulate_zo([case], params, sim=args.sim, n_max=max(args.queries, 1),
-                         log_depth=max(64, 1 << (net.n_params + 1).bit_length()) if args.optimizer == "cge" else 64)
-    out = {"net": net.name, "optimizer": args.optimizer, "sim": args.sim, "lanes": args.lanes,
+    (r,) = cosimulate_zo([case], params, sim=args.sim, n_max=n_max, log_depth=log_depth)
+    out = {"net": net.name, "optimizer": args.optimizer, "sim": args.sim, "lanes": params.lanes,
            "batch": args.batch, "params": net.n_params, **r.to_dict(),
            "forward_passes_per_step": r.forwards / max(1, r.steps), "wall_seconds": round(time.time() - t0, 1)}
     if args.optimizer == "cge":

@@ -12,7 +12,8 @@ estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directio
   optional extra), i.e. the paper's Table 4 "FO + estimator" rows.
 
 The learning rate decays exponentially from `lr` to `lr_final` over the run.  Outputs in
-`out/`: metrics.json (config, per-log rows, final figures, wall time, machine), checkpoint.npz
+`out/`: metrics.json (config, per-log rows, final figures, wall time, machine; "evals" counts
+loss evaluations times collocation points, i.e. network forwards / the rule's node count), checkpoint.npz
 (theta, step; `--resume` continues from it) and diagonal.png (u along x_i = t = s against the
 exact solution).
 """

@@ -4,7 +4,8 @@
 float or fixed point, and writes into `out`:
   config.json, metrics.json + metrics.csv (one row per epoch: loss, running train accuracy of
   the unperturbed model on the epoch's batches, test loss/accuracy, forward evaluations and
-  sample-forwards so far, wall time), curve.png (learning curve), checkpoint.npz (latest, also
+  sample-forwards so far; `train_seconds` = wall time of this epoch's steps, `wall_seconds` =
+  cumulative wall time incl. evaluation), curve.png (learning curve), checkpoint.npz (latest, also
   written on Ctrl-C mid-epoch) and checkpoint-eNNN.npz (end of each epoch).
 A checkpoint holds the parameters, optimizer state (momentum, PRNG step counter, hybrid phase),
 the data-order RNG state at the start of the current epoch, the next batch index and the

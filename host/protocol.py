@@ -75,6 +75,8 @@ class Region(enum.IntEnum):
     NODES = 3     # sparse-grid node table (HJB loss)
     COLLOC = 4    # collocation points (HJB)
     OUTPUTS = 5   # network outputs of the last inference (read-only for the host)
+    PROGRAM = 6   # TT-engine program words (descriptors; write-only), see docs/board.md
+    LOG = 8       # per-forward-pass loss and correct count of the last operation (read-only)
 
 
 class Op(enum.IntEnum):

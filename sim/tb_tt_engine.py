@@ -13,7 +13,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
+from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
 REGION_SAMPLES = 5
 REGION_SHIFT = 20
@@ -31,6 +31,10 @@ async def _reset(dut) -> None:
 
 
 async def _bus(dut, writes: np.ndarray) -> None:
+    # Align to a clock edge first: after the asynchronous result reads (Timer steps) "now" may be
+    # the very time step of a rising edge, and a value written then is not seen by that edge on
+    # Icarus (the first write of a case was lost that way).
+    await RisingEdge(dut.clk)
     dut.cfg_en.value = 1
     for a, d in writes:
         dut.cfg_addr.value = int(a)
@@ -39,9 +43,27 @@ async def _bus(dut, writes: np.ndarray) -> None:
     dut.cfg_en.value = 0
 
 
+def _state(dut) -> str:
+    """Sequencer state for a hang report (internal names of the generated Verilog)."""
+    out = []
+    for name in ("fsm_state", "step_idx", "loaded", "computed", "in_full", "out_pending", "issuing",
+                 "hold_full", "filled", "drained", "grp", "ld_count", "i__valid", "i__ready", "o__valid"):
+        try:
+            out.append(f"{name}={int(getattr(dut.engine, name).value)}")
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            out.append(f"{name}=? ({type(exc).__name__})")
+    out.append(f"src_idx={int(dut.src_idx.value)}")
+    try:
+        out.append(f"header[63:0]={int(dut.engine.hdr.value) & ((1 << 64) - 1):#x}")
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        out.append(f"header=? ({type(exc).__name__})")
+    return ", ".join(out)
+
+
 @cocotb.test()
 async def run_cases(dut):
     data = np.load(os.environ["TTZO_TB_DATA"])
+    max_cycles = int(os.environ.get("TTZO_TB_MAX_CYCLES", 10 ** 8))
     out: dict[str, np.ndarray] = {}
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await _reset(dut)
@@ -62,7 +84,11 @@ async def run_cases(dut):
         dut.start.value = 0
         await RisingEdge(dut.clk)
         if int(dut.busy.value):
-            await with_timeout(FallingEdge(dut.busy), 10 ** 12, "ps")
+            try:
+                await with_timeout(FallingEdge(dut.busy), max_cycles * 10, "ns")
+            except SimTimeoutError:
+                raise AssertionError(f"case {c}: engine still busy after {max_cycles} cycles; "
+                                     f"{_state(dut)}") from None
         await RisingEdge(dut.clk)
         got = int(dut.n_results.value)
         assert got == B * n_out, f"case {c}: {got} outputs, expected {B * n_out}"

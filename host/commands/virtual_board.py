@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0: any free one; default 5555)")
     p.add_argument("--phy", choices=["stream", "uart"], default="stream",
                    help="stream: the command processor's byte stream (fast, default); uart: bit-level UART pins")
+    p.add_argument("--design", default="ttzo-small",
+                   help="ttzo-small (default) or ttzo-mnist-rR: rtl/board_top.BoardTop with the TT engine and ZO "
+                        "trainer; link: the standalone link design with its stub engine")
     p.add_argument("--max-payload", type=int, default=1024, help="frame payload limit of the design (default 1024)")
     p.add_argument("--uart-divisor", type=int, default=8, help="clocks per UART bit in --phy uart (default 8)")
     p.set_defaults(func=run)
@@ -27,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port} outside 0..65535")
     if args.uart_divisor < 4:
         raise ValueError(f"--uart-divisor {args.uart_divisor} must be at least 4")
+    if args.design != "link":
+        from ttzo.rtl.board_top import profile
+        from ttzo.sim.virtual_board_top import serve as serve_board
+        serve_board(profile(args.design), args.port, args.phy)
+        return 0
     from ttzo.sim.virtual_board import CLOCK_NS
     ident = default_identify(max_payload=args.max_payload, uart_divisor=args.uart_divisor, name="ttzo-virtual",
                              clock_hz=10**9 // CLOCK_NS)

@@ -17,8 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ttzo.golden.network import dense_mlp, mnist_tt
+    from ttzo.golden.memory_budget import model_memory_fields
     net = mnist_tt(args.rank) if args.net == "mnist" else dense_mlp()
     info = net.describe()
+    info.update(model_memory_fields(net))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

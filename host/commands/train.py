@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--patience", type=int, default=None,
                     help="hybrid: switch when the train loss has not improved for P epochs (default 2)")
     p.add_argument("--formats", default=None, help="JSON file with a FixedConfig (default formats otherwise)")
+    p.add_argument("--backend", choices=["golden", "board"], default="golden",
+                   help="golden: the numpy model (default); board: every step runs on a board at --port")
+    p.add_argument("--port", default=None, help="with --backend board: board URL (socket://127.0.0.1:N for the "
+                                                "virtual board, /dev/ttyUSB1, xdma:///dev/xdma0)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate with --backend board")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=run)
@@ -60,13 +65,30 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(cfg, args: argparse.Namespace, resume: bool = False):
+    """train_mnist with the golden step, or with the board's (ttzo.host.backend_board) when --backend board."""
+    from ttzo.golden.train import TrainConfig, load_checkpoint, train_mnist
+    if args.backend == "golden":
+        return train_mnist(cfg, resume=resume, progress=not args.no_progress)
+    if not args.port:
+        raise ValueError("--backend board needs --port URL (e.g. socket://127.0.0.1:5555 from `ttzo virtual-board`)")
+    from pathlib import Path
+    from ttzo.host.backend_board import open_board_stepper
+    run_cfg = TrainConfig.from_dict(load_checkpoint(Path(cfg.out) / "checkpoint.npz")["config"]) if resume else cfg
+    stepper, board = open_board_stepper(run_cfg, args.port, baudrate=args.baud)
+    try:
+        return train_mnist(cfg, resume=resume, progress=not args.no_progress, stepper=stepper)
+    finally:
+        board.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from ttzo.golden.optim import OptimConfig
-    from ttzo.golden.train import TrainConfig, install_sigterm, train_mnist
+    from ttzo.golden.train import TrainConfig, install_sigterm
     install_sigterm()
     if args.resume:
         cfg = TrainConfig(out=args.resume, data=args.data, epochs=args.epochs or 1)
-        res = train_mnist(cfg, resume=True, progress=not args.no_progress)
+        res = _train(cfg, args, resume=True)
     else:
         if not args.out:
             print("ttzo train mnist: error: --out DIR is required (or --resume DIR)", file=sys.stderr)
@@ -89,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(arith=args.arith, rank=args.rank, epochs=args.epochs or 1, seed=args.seed,
                           batch=args.batch, out=args.out, data=args.data, train_samples=args.train_samples,
                           test_samples=args.test_samples, optim=oc, formats=formats)
-        res = train_mnist(cfg, progress=not args.no_progress)
+        res = _train(cfg, args)
     if args.json:
         print(json.dumps({"out": str(res.out), "interrupted": res.interrupted, "final": res.final}, indent=2))
     else:

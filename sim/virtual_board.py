@@ -41,43 +41,49 @@ def build(ident: P.Identify, phy: str = "stream", sim: str = "verilator"):
     return runner.build(LinkTop(ident, phy), "link_top" if phy == "stream" else "link_top_uart", sim=sim)
 
 
-def start(ident: P.Identify, port: int = 0, phy: str = "stream", connections: int = 0,
-          sim: str = "verilator") -> tuple[int, Callable[[], None]]:
-    """Build (cached) and start the virtual board in a background thread; returns (port, stop).
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    `connections` > 0 ends the simulation after that many clients have disconnected; `stop()`
-    ends it at once.  The TCP port is chosen by the OS when `port` is 0.
+
+def launch(model, tb_module: str, port: int, phy: str, env_extra: dict[str, str], testcase: str | None = None,
+           start_timeout: float = 120.0, join_timeout: float = 30.0, name: str = "virtual-board"
+           ) -> tuple[int, Callable[[], None]]:
+    """Run cocotb bench `tb_module` on a built `model` in a background thread, serving TCP `port`.
+
+    Shared by every virtual-board design (this file's LinkTop, sim/virtual_board_top.py's BoardTop):
+    waits for the bench's ready file; the returned stop() writes the stop file and joins.
     """
     from . import runner
-    model = build(ident, phy, sim)
-    if port == 0:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    tmp = Path(tempfile.mkdtemp(prefix="ttzo-vboard-"))
+    port = port or free_port()
+    tmp = Path(tempfile.mkdtemp(prefix=f"ttzo-{name}-"))
     ready, stop_file = tmp / "ready", tmp / "stop"
-    env = {"TTZO_VB_PORT": str(port), "TTZO_VB_PHY": phy, "TTZO_VB_CONNECTIONS": str(connections),
-           "TTZO_VB_DIVISOR": str(ident.uart_divisor), "TTZO_VB_READY": str(ready), "TTZO_VB_STOP": str(stop_file)}
+    env = {"TTZO_VB_PORT": str(port), "TTZO_VB_PHY": phy, "TTZO_VB_READY": str(ready),
+           "TTZO_VB_STOP": str(stop_file), **env_extra}
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            runner.run(model, "ttzo.sim.virtual_board", env=env, test_dir=tmp / "run")
+            kw = {"testcase": testcase} if testcase else {}
+            runner.run(model, tb_module, env=env, test_dir=tmp / "run", **kw)
         except BaseException as exc:   # reported by stop()
             errors.append(exc)
 
-    t = threading.Thread(target=run, name="virtual-board", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
-    end = time.monotonic() + 120
+    end = time.monotonic() + start_timeout
     while not ready.exists():
         if not t.is_alive() or time.monotonic() > end:
+            stop_file.write_text("stop\n")
             raise RuntimeError(f"virtual board did not start: {errors[0] if errors else 'timeout'} "
                                f"(log {tmp / 'run' / 'sim.log'})")
         time.sleep(0.05)
 
     def stop() -> None:
         stop_file.write_text("stop\n")
-        t.join(30)
+        t.join(join_timeout)
         if errors:
             raise errors[0]
         shutil.rmtree(tmp, ignore_errors=True)     # kept (with sim.log) when the simulation failed
@@ -85,18 +91,21 @@ def start(ident: P.Identify, port: int = 0, phy: str = "stream", connections: in
     return port, stop
 
 
-def serve(ident: P.Identify, port: int, phy: str = "stream") -> None:
-    """Run the virtual board in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    import signal
+def start(ident: P.Identify, port: int = 0, phy: str = "stream", connections: int = 0,
+          sim: str = "verilator") -> tuple[int, Callable[[], None]]:
+    """Build (cached) and start the virtual board in a background thread; returns (port, stop).
 
-    def interrupt(signum, frame):   # SIGTERM (and SIGINT in background jobs) stop the simulator cleanly
-        raise KeyboardInterrupt
+    `connections` > 0 ends the simulation after that many clients have disconnected; `stop()`
+    ends it at once.  The TCP port is chosen by the OS when `port` is 0.
+    """
+    model = build(ident, phy, sim)
+    return launch(model, "ttzo.sim.virtual_board", port, phy,
+                  {"TTZO_VB_CONNECTIONS": str(connections), "TTZO_VB_DIVISOR": str(ident.uart_divisor)})
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
-    port, stop = start(ident, port, phy)
-    print(json.dumps({"port": port, "url": f"socket://127.0.0.1:{port}", "phy": phy,
-                      "board": ident.name}), flush=True)
+
+def serve_until_interrupted(port: int, stop: Callable[[], None], phy: str, board: str) -> None:
+    """Print the board's URL as JSON, then keep serving until Ctrl-C or SIGTERM."""
+    print(json.dumps({"port": port, "url": f"socket://127.0.0.1:{port}", "phy": phy, "board": board}), flush=True)
     try:
         while True:
             time.sleep(1)
@@ -104,6 +113,24 @@ def serve(ident: P.Identify, port: int, phy: str = "stream") -> None:
         pass
     finally:
         stop()
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM (and SIGINT in background jobs) raise KeyboardInterrupt so the simulator stops cleanly."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def serve(ident: P.Identify, port: int, phy: str = "stream") -> None:
+    """Run the virtual board in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    interrupt_on_signals()
+    port, stop = start(ident, port, phy)
+    serve_until_interrupted(port, stop, phy, ident.name)
 
 
 # ---------------------------------------------------------------------------------------------------

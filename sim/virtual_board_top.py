@@ -13,13 +13,7 @@ per cycle.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -43,65 +37,19 @@ def build(bp, phy: str = "stream", sim: str = "verilator"):
 def start(bp, port: int = 0, phy: str = "stream", sim: str = "verilator",
           start_timeout: float = 600.0) -> tuple[int, Callable[[], None]]:
     """Build (cached) and start the virtual board in a background thread; returns (port, stop)."""
-    from . import runner
     model = build(bp, phy, sim)
-    if port == 0:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    tmp = Path(tempfile.mkdtemp(prefix="ttzo-vboard-top-"))
-    ready, stop_file = tmp / "ready", tmp / "stop"
-    env = {"TTZO_VB_PORT": str(port), "TTZO_VB_PHY": phy, "TTZO_VB_CONNECTIONS": "0",
-           "TTZO_VB_DIVISOR": str(bp.uart_divisor), "TTZO_VB_READY": str(ready), "TTZO_VB_STOP": str(stop_file),
-           # cocotbext-uart logs every byte at INFO: thousands of lines per batch, and slow
-           "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            runner.run(model, TB_MODULE, env=env, test_dir=tmp / "run", testcase=TESTCASE)
-        except BaseException as exc:   # reported by stop()
-            errors.append(exc)
-
-    t = threading.Thread(target=run, name="virtual-board-top", daemon=True)
-    t.start()
-    end = time.monotonic() + start_timeout
-    while not ready.exists():
-        if not t.is_alive() or time.monotonic() > end:
-            stop_file.write_text("stop\n")
-            raise RuntimeError(f"virtual board did not start: {errors[0] if errors else 'timeout'} "
-                               f"(log {tmp / 'run' / 'sim.log'})")
-        time.sleep(0.05)
-
-    def stop() -> None:
-        stop_file.write_text("stop\n")
-        t.join(60)
-        if errors:
-            raise errors[0]
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    return port, stop
+    return vb.launch(model, TB_MODULE, port, phy,
+                     {"TTZO_VB_CONNECTIONS": "0", "TTZO_VB_DIVISOR": str(bp.uart_divisor),
+                      # cocotbext-uart logs every byte at INFO: thousands of lines per batch, and slow
+                      "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")},
+                     testcase=TESTCASE, start_timeout=start_timeout, join_timeout=60.0, name="virtual-board-top")
 
 
 def serve(bp, port: int, phy: str = "stream") -> None:
     """Run the virtual board in the foreground until Ctrl-C or SIGTERM."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
+    vb.interrupt_on_signals()
     port, stop = start(bp, port, phy)
-    print(json.dumps({"port": port, "url": f"socket://127.0.0.1:{port}", "phy": phy, "board": bp.name}),
-          flush=True)
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop()
+    vb.serve_until_interrupted(port, stop, phy, bp.name)
 
 
 # ---------------------------------------------------------------------------------------------------

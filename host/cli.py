@@ -21,6 +21,8 @@ Typical flow:
   ttzo train mnist --arith fixed ...       train with zeroth-order optimizers (golden model)
   ttzo sim tt-engine --net mnist ...       co-simulate the RTL against golden, bit for bit
   ttzo build --board icebreaker            Verilog, bitstream, resource and Fmax report
+  ttzo sweep SPEC.yaml --out DIR           design-space sweep (ranks x formats x lanes x boards), Ray or serial
+  ttzo demo                                train on the virtual board and check every bit against golden
   ttzo virtual-board --port N              serve the simulated board on a TCP port
   ttzo train mnist --backend board --port socket://127.0.0.1:N
 Run 'ttzo COMMAND --help' for the options of each command.

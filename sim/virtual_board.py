@@ -195,6 +195,14 @@ if cocotb is not None:
         connections = int(os.environ.get("TTZO_VB_CONNECTIONS", "0"))
         stop_file = Path(os.environ["TTZO_VB_STOP"])
         net = _Net(port)
+        await start_design(dut, phy, port)
+        if phy == "stream":
+            await _serve_stream(dut, net, connections, stop_file)
+        else:
+            await _serve_uart(dut, net, connections, stop_file, int(os.environ["TTZO_VB_DIVISOR"]))
+
+    async def start_design(dut, phy: str, port: int) -> None:
+        """Clock, idle inputs, three reset cycles, then tell the launcher (ready file) we serve `port`."""
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
         dut.rst.value = 1
         if phy == "stream":
@@ -206,10 +214,6 @@ if cocotb is not None:
             await RisingEdge(dut.clk)
         dut.rst.value = 0
         Path(os.environ["TTZO_VB_READY"]).write_text(str(port))
-        if phy == "stream":
-            await _serve_stream(dut, net, connections, stop_file)
-        else:
-            await _serve_uart(dut, net, connections, stop_file, int(os.environ["TTZO_VB_DIVISOR"]))
 
     def _done(net: _Net, connections: int, stop_file: Path) -> bool:
         return stop_file.exists() or (connections > 0 and net.closed_clients >= connections)

@@ -57,7 +57,6 @@ def serve(bp, port: int, phy: str = "stream") -> None:
 # ---------------------------------------------------------------------------------------------------
 try:
     import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 except ImportError:
     cocotb = None
@@ -70,17 +69,7 @@ if cocotb is not None:
         phy = os.environ.get("TTZO_VB_PHY", "stream")
         stop_file = Path(os.environ["TTZO_VB_STOP"])
         net = vb._Net(port)
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-        dut.rst.value = 1
-        if phy == "stream":
-            dut.i__valid.value = 0
-            dut.o__ready.value = 1
-        else:
-            dut.rx.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        Path(os.environ["TTZO_VB_READY"]).write_text(str(port))
+        await vb.start_design(dut, phy, port)
         if phy == "stream":
             await _serve_stream_fast(dut, net, stop_file)
         else:

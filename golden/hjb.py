@@ -181,8 +181,39 @@ def _layer_dense(spec: LayerSpec, cores) -> np.ndarray:
     return to_dense(spec.shape, [np.asarray(c, dtype=np.float64) for c in cores])
 
 
+class SteinLoss:
+    """The HJB loss from a model's g values at x + delta_j (`g_nodes`): Stein sums, residual, MSE.
+
+    Shared by the float and the fixed-point models, which differ only in how they evaluate g.
+    """
+
+    net: TTNet
+
+    def g_nodes(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
+        raise NotImplementedError
+
+    def derivatives(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> tuple[np.ndarray, np.ndarray]:
+        """Estimated grad g (P, 21) and lap_x g (P,)."""
+        return fac.apply(self.g_nodes(params, xt, fac))
+
+    def residual(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
+        return residual(*self.derivatives(params, xt, fac))
+
+    def loss(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> float:
+        """Mean squared residual over the collocation points."""
+        r = self.residual(params, xt, fac)
+        return float(np.mean(r * r))
+
+    def batched_loss(self, xt: np.ndarray, fac: SteinFactors) -> Callable[[np.ndarray], np.ndarray]:
+        """loss(theta_batch (Q, d)) -> (Q,) for the ZO optimisers (one collocation batch, one rule)."""
+        def f(theta_batch: np.ndarray) -> np.ndarray:
+            tb = np.atleast_2d(theta_batch)
+            return np.array([self.loss(self.net.unflatten(th), xt, fac) for th in tb])
+        return f
+
+
 @dataclass
-class FloatHJB:
+class FloatHJB(SteinLoss):
     """Float loss and network of one HJB model; `dtype` float32 (fast) or float64 (reference)."""
 
     net: TTNet
@@ -234,25 +265,6 @@ class FloatHJB:
             out[s:s + per] = self._tail_cols(params, h1T.reshape(AT.shape[0], -1)).reshape(a.shape[1], J)
         tshift = 1.0 - xt[:, D_X:D] - fac.deltas[None, :, D_X]                # (P, J)
         return tshift * (1.0 + out)
-
-    def derivatives(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> tuple[np.ndarray, np.ndarray]:
-        """Estimated grad g (P, 21) and lap_x g (P,)."""
-        return fac.apply(self.g_nodes(params, xt, fac))
-
-    def residual(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
-        return residual(*self.derivatives(params, xt, fac))
-
-    def loss(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> float:
-        """Mean squared residual over the collocation points."""
-        r = self.residual(params, xt, fac)
-        return float(np.mean(r * r))
-
-    def batched_loss(self, xt: np.ndarray, fac: SteinFactors) -> Callable[[np.ndarray], np.ndarray]:
-        """loss(theta_batch (Q, d)) -> (Q,) for the ZO optimisers (one collocation batch, one rule)."""
-        def f(theta_batch: np.ndarray) -> np.ndarray:
-            tb = np.atleast_2d(theta_batch)
-            return np.array([self.loss(self.net.unflatten(th), xt, fac) for th in tb])
-        return f
 
     def val_mse(self, params: Params, xt: np.ndarray) -> float:
         """Validation MSE of u = sum x + (1 - t) (1 + NN) against the exact solution."""
@@ -310,7 +322,7 @@ def sine_fixed_interp(x: np.ndarray, fmt: QFormat, phase_bits: int, extra_bits: 
 
 
 @dataclass
-class FixedHJB:
+class FixedHJB(SteinLoss):
     """Bit-exact fixed-point NN(x, t) with a table sine (golden/activations.py) or its interpolated form.
 
     Inputs x + delta_j are quantised to cfg.input (the node table's delta codes are added to the
@@ -364,18 +376,6 @@ class FixedHJB:
         t = self.cfg.input.to_float(xc[:, D_X:D]) + self.cfg.input.to_float(dc[None, :, D_X])
         return (1.0 - t) * (1.0 + out)
 
-    def residual(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
-        return residual(*fac.apply(self.g_nodes(params, xt, fac)))
-
-    def loss(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> float:
-        r = self.residual(params, xt, fac)
-        return float(np.mean(r * r))
-
-    def batched_loss(self, xt: np.ndarray, fac: SteinFactors) -> Callable[[np.ndarray], np.ndarray]:
-        def f(theta_batch: np.ndarray) -> np.ndarray:
-            tb = np.atleast_2d(theta_batch)
-            return np.array([self.loss(self.net.unflatten(th), xt, fac) for th in tb])
-        return f
 
 
 # ------------------------------------------------------------------------------------------------

@@ -150,18 +150,64 @@ class GoldenStepper:
             return lr_at(self.cfg.fo_lr, epoch, self.cfg.lr_decay, self.cfg.lr_decay_every)
         return lr_at(self.cfg.lr, epoch, self.cfg.lr_decay, self.cfg.lr_decay_every)
 
-    def check_schedule(self, epochs: int) -> None:
-        """Refuse (before training) a schedule whose fixed-point step codes would round to 0 LSB."""
+    def schedule_epochs(self, epochs: int, st: OptState | None = None, start: int = 0
+                        ) -> tuple[range, range]:
+        """Epochs known before training to be signRGE, and the CGE phase's possible epochs-in-phase.
+
+        The hybrid is in signRGE up to its earliest possible switch and in CGE at most from
+        then to the end; a patience switch happens no earlier than `patience` non-improving
+        epochs after `start` (a fresh run's first epoch always improves).  `st`/`start`: the
+        state and epoch a (resumed) run starts from.
+        """
+        cfg = self.cfg
+        phase = st.phase if st is not None else initial_phase(cfg)
+        if phase == "cge":
+            switch = (st.switch_epoch or 0) if st is not None else 0
+            return range(0), range(max(0, start - switch), max(0, epochs - switch))
+        if phase != "signrge":
+            return range(0), range(0)
+        if cfg.optimizer != "hybrid":
+            return range(start, epochs), range(0)
+        if cfg.switch_epoch is not None:
+            switch = max(cfg.switch_epoch, start + 1)          # end_of_epoch switches after >= 1 epoch
+        elif cfg.patience is not None:
+            fresh = st is None or not np.isfinite(st.best_loss)
+            bad = 0 if st is None else st.bad_epochs
+            switch = start + 1 + cfg.patience if fresh else start + max(1, cfg.patience - bad)
+        else:
+            return range(start, epochs), range(0)                # never switches
+        return range(start, min(switch, epochs)), range(0, max(0, epochs - switch))
+
+    def check_schedule(self, epochs: int, st: OptState | None = None, start: int = 0) -> None:
+        """Refuse (before training) a schedule whose fixed-point step codes would round to 0 LSB.
+
+        Per phase: signRGE's lr only over the epochs that are certainly signRGE, CGE's over
+        every epoch its phase can reach.  Epochs whose phase is not known in advance (a
+        patience switch) are checked when they start (`check_epoch`).
+        """
         if self.fixed is None:
             return
-        st = OptState(np.zeros(1), np.zeros(1), phase=initial_phase(self.cfg))
-        for e in range(epochs):
-            if st.phase in ("signrge",):
-                self.pf.codes(self.phase_lr(st, e), f"lr at epoch {e}")
-            if self.cfg.optimizer in ("cge", "hybrid"):
-                st2 = OptState(np.zeros(1), np.zeros(1), phase="cge", switch_epoch=0)
-                zo_fixed.CGEConstants.make(self.pf, self.phase_lr(st2, e), self.cfg.cge_mu, self.cfg.momentum,
-                                           self.batch, self.fixed.loss.frac)
+        sig, cge = self.schedule_epochs(epochs, st, start)
+        for e in sig:
+            self.check_epoch(OptState(np.zeros(1), np.zeros(1), phase="signrge"), e)
+        for e in cge:
+            self.check_epoch(OptState(np.zeros(1), np.zeros(1), phase="cge", switch_epoch=0), e,
+                             label=f"CGE phase epoch {e}")
+
+    def check_epoch(self, st: OptState, epoch: int, label: str | None = None) -> None:
+        """Refuse (FormatError) epoch `epoch` if its phase's lr has no fixed-point code (0 LSB)."""
+        if self.fixed is None or st.phase not in ("signrge", "cge"):
+            return
+        lr = self.phase_lr(st, epoch)
+        where = label or f"epoch {epoch}"
+        try:
+            if st.phase == "signrge":
+                self.pf.codes(lr, f"signRGE lr at {where}")
+            else:
+                zo_fixed.CGEConstants.make(self.pf, lr, self.cfg.cge_mu, self.cfg.momentum, self.batch,
+                                           self.fixed.loss.frac)
+        except FormatError as exc:
+            raise FormatError(f"{st.phase} phase, {where} (lr {lr:g}): {exc}") from None
 
     # --- one step ----------------------------------------------------------------------------------------
     def step(self, st: OptState, x: np.ndarray, y: np.ndarray, epoch: int) -> StepResult:

@@ -1,7 +1,7 @@
 """The MNIST training loop: epochs of shuffled batches, metrics, checkpoints, bit-exact resume.
 
-`train_mnist(TrainConfig(...))` runs one optimizer (golden/optim.py) on the paper's TT-MLP,
-float or fixed point, and writes into `out`:
+`train_mnist(TrainConfig(...))` runs one optimizer (golden/optim.py) on the paper's TT-MLP
+(or its dense 784-1024-10 baseline, `net="dense"`), float or fixed point, and writes into `out`:
   config.json, metrics.json + metrics.csv (one row per epoch: loss, running train accuracy of
   the unperturbed model on the epoch's batches, test loss/accuracy, forward evaluations and
   sample-forwards so far; `train_seconds` = wall time of this epoch's steps, `wall_seconds` =
@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from .formats import DEFAULT_CONFIG, FixedConfig
-from .network import mnist_tt
+from .network import TTNet, dense_mlp, mnist_tt
 from .optim import GoldenStepper, OptimConfig, OptState, Stepper, end_of_epoch, initial_phase
 
 CHECKPOINT = "checkpoint.npz"
@@ -46,15 +46,21 @@ class TrainConfig:
     test_samples: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     formats: dict | None = None      # FixedConfig.to_dict(); None = DEFAULT_CONFIG
+    net: str = "tt"                  # "tt": the paper's TT-MLP at `rank`; "dense": the 784-1024-10 dense MLP
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
             self.optim = OptimConfig(**self.optim)
         if self.arith not in ("float", "fixed"):
             raise ValueError(f"arith {self.arith!r}: use 'float' or 'fixed'")
+        if self.net not in ("tt", "dense"):
+            raise ValueError(f"net {self.net!r}: use 'tt' (TT-MLP) or 'dense' (784-1024-10 dense MLP)")
         for name in ("rank", "epochs", "batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    def network(self) -> TTNet:
+        return mnist_tt(self.rank) if self.net == "tt" else dense_mlp()
 
     def fixed_config(self) -> FixedConfig | None:
         if self.arith != "fixed":
@@ -183,11 +189,10 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
     if config.test_samples:
         Xte, Yte = Xte[:config.test_samples], Yte[:config.test_samples]
 
-    net = mnist_tt(config.rank)
+    net = config.network()
     fixed = config.fixed_config()
     oc = config.optim
     golden = GoldenStepper(net, oc, config.seed, config.batch, fixed)
-    golden.check_schedule(config.epochs)
     stepper = stepper or golden
     rng = np.random.default_rng(config.seed)
     if ck is None:
@@ -204,10 +209,13 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
                       switch_epoch=ck["switch_epoch"])
         epoch, batch_index = int(ck["epoch"]), int(ck["batch_index"])
         sums, counters, metrics, rng_state = ck["sums"], ck["counters"], ck["metrics"], ck["rng_state"]
+    # per phase: what is known now is refused now; an epoch whose phase depends on the switch rule
+    # is checked when it starts (the checkpoint of the epoch boundary is then intact)
+    golden.check_schedule(config.epochs, st, epoch)
 
     n = len(Ytr)
     nb = (n + config.batch - 1) // config.batch
-    title = f"{config.arith} {oc.optimizer} r={config.rank} seed={config.seed}"
+    title = f"{config.arith} {oc.optimizer} {'dense' if config.net == 'dense' else f'r={config.rank}'} seed={config.seed}"
     interrupted = False
     steps_this_call = 0
     bar = None
@@ -222,6 +230,7 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
     stop = _StopFlag()
     try:
         while epoch < config.epochs:
+            golden.check_epoch(st, epoch)
             rng.bit_generator.state = rng_state
             perm = rng.permutation(n)
             next_state = rng.bit_generator.state

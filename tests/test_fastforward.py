@@ -93,3 +93,77 @@ def test_rejects_input_outside_format() -> None:
     ev = NetEvaluator(net, DEFAULT_CONFIG)
     with pytest.raises(ValueError, match="input codes"):
         ev.logits(codes_of(net, 1).astype(float), np.full((1, 784), 256))
+
+
+# --- property tests: random networks, orders, activations and parameter sets ------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+
+@hst.composite
+def random_nets(draw) -> TTNet:
+    """1-3 layers of 1-3 cores, modes 1..4, ranks 1..3, any contiguous order; the next layer's input
+    modes either equal the previous output modes (CGE's restricted next layer) or are refolded."""
+    layers = []
+    in_modes = tuple(draw(hst.lists(hst.integers(1, 4), min_size=1, max_size=3)))
+    n_layers = draw(hst.integers(1, 3))
+    for li in range(n_layers):
+        L = len(in_modes)
+        out_modes = tuple(draw(hst.lists(hst.integers(1, 4), min_size=L, max_size=L)))
+        ranks = (1,) + tuple(draw(hst.lists(hst.integers(1, 3), min_size=L - 1, max_size=L - 1))) + (1,)
+        shape = TTShape(in_modes, out_modes, ranks)
+        order = draw(hst.sampled_from(shape.orders()))
+        act = "identity" if li == n_layers - 1 else draw(hst.sampled_from(["relu", "relu", "identity", "sine"]))
+        layers.append(LayerSpec(shape, act, order=order))
+        in_modes = out_modes if draw(hst.booleans()) else (int(np.prod(out_modes)),)
+    return TTNet(tuple(layers), name="random")
+
+
+@settings(max_examples=40)
+@given(net=random_nets(), seed=hst.integers(0, 2**31 - 1), scale=hst.sampled_from([1.0, 4.0]))
+def test_property_fast_paths_equal_contract(net: TTNet, seed: int, scale: float) -> None:
+    """Batched logits and every CGE shortcut equal the contract's forward bit for bit (fixed point)."""
+    rng = np.random.default_rng(seed)
+    theta = codes_of(net, seed, scale).astype(float)
+    B = int(rng.integers(1, 5))
+    x = rng.integers(0, 256, (B, net.in_features))
+    ev = NetEvaluator(net, DEFAULT_CONFIG, max_elems=int(rng.integers(50, 5000)))  # varied chunking
+    thetas = theta[None] + rng.integers(-3000, 3000, (3, theta.size))
+    lo = np.where(net.bias_mask(), DEFAULT_CONFIG.bias.min_code, DEFAULT_CONFIG.weight.min_code)
+    hi = np.where(net.bias_mask(), DEFAULT_CONFIG.bias.max_code, DEFAULT_CONFIG.weight.max_code)
+    thetas = np.clip(thetas, lo, hi)
+    got = ev.logits(thetas, x)
+    for q in range(len(thetas)):
+        assert np.array_equal(got[q], net.forward_fixed(net.unflatten(thetas[q].astype(np.int64)), x, DEFAULT_CONFIG))
+    coords = rng.choice(theta.size, min(theta.size, 25), replace=False)
+    values = np.clip(theta[coords] + rng.choice([-900, -82, 82, 5000], coords.size), lo[coords], hi[coords])
+    cl = ev.coordinate_logits(theta, coords, values, x)
+    for q, (c, v) in enumerate(zip(coords, values)):
+        t = theta.copy()
+        t[c] = v
+        assert np.array_equal(cl[q], net.forward_fixed(net.unflatten(t.astype(np.int64)), x, DEFAULT_CONFIG)), c
+
+
+@settings(max_examples=25)
+@given(net=random_nets(), seed=hst.integers(0, 2**31 - 1))
+def test_property_float_paths_match_contract(net: TTNet, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    theta = net.flatten(net.init(rng))
+    x = rng.random((3, net.in_features))
+    ev = NetEvaluator(net, None, max_elems=int(rng.integers(50, 5000)))
+    assert np.allclose(ev.logits(theta, x), net.forward_float(net.unflatten(theta), x), atol=1e-10)
+    coords = rng.choice(theta.size, min(theta.size, 15), replace=False)
+    got = ev.coordinate_logits(theta, coords, theta[coords] + 0.3, x)
+    for q, c in enumerate(coords):
+        t = theta.copy()
+        t[c] += 0.3
+        assert np.allclose(got[q], net.forward_float(net.unflatten(t), x), atol=1e-10)
+
+
+def test_bench_compares_against_an_equal_einsum_sweep() -> None:
+    """`ttzo bench golden` measures the same function both ways (small and quick here)."""
+    from ttzo.golden.bench import run_bench
+    r = run_bench(rank=2, batch=8, queries=3, min_time=0.02, cge_fraction=0.2)
+    assert r["einsum_matches_ours"]
+    assert r["ours_fixed"] > 0 and r["einsum_sweep"] > 0 and r["cge_step_seconds_all"] > 0
+    assert r["ratio_fixed_vs_einsum"] == r["ours_fixed"] / r["einsum_sweep"]

@@ -103,3 +103,54 @@ def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary(tmp_path: Path, mnist) ->
     resumed = train_mnist(cfg("a"), resume=True, data=mnist, progress=False)
     whole = train_mnist(cfg("b"), data=mnist, progress=False)
     assert np.array_equal(resumed.theta, whole.theta)
+
+
+def _hybrid_stepper(**kw):
+    from ttzo.golden.formats import DEFAULT_CONFIG
+    from ttzo.golden.network import mnist_tt
+    from ttzo.golden.optim import GoldenStepper
+    cfg = OptimConfig(optimizer="hybrid", lr=0.002, lr_decay=0.5, lr_decay_every=1, cge_lr=0.02, **kw)
+    return GoldenStepper(mnist_tt(2), cfg, 0, 64, DEFAULT_CONFIG)
+
+
+def test_schedule_is_checked_per_phase() -> None:
+    """signRGE lr 0.002 * 0.5^e is 2, 1, 1, 0 bias LSBs at epochs 0..3 (s16.10: floor(lr*1024 + 1/2));
+    a hybrid that switches at epoch 3 never uses the 0-LSB step, one that switches later does."""
+    from ttzo.golden.fixed import FormatError
+    from ttzo.golden.optim import OptState
+    _hybrid_stepper(switch_epoch=3).check_schedule(12)      # CGE from epoch 3: lr 0.02 * 0.5^(e-3)
+    with pytest.raises(FormatError, match=r"signrge phase, epoch 3 .*below one LSB"):
+        _hybrid_stepper(switch_epoch=4).check_schedule(12)
+    # a patience switch (earliest after epoch 2 here) is not known up front: checked as each epoch starts
+    pat = _hybrid_stepper(switch_epoch=None, patience=2)
+    assert tuple(pat.schedule_epochs(12)[0]) == (0, 1, 2)
+    pat.check_schedule(12)
+    with pytest.raises(FormatError, match="signrge phase, epoch 3"):
+        pat.check_epoch(OptState(np.zeros(1), np.zeros(1), phase="signrge"), 3)
+    pat.check_epoch(OptState(np.zeros(1), np.zeros(1), phase="cge", switch_epoch=3), 3)
+    # CGE's own schedule is still checked over the CGE epochs: 0.02 * 0.5^e falls below what the
+    # 12-bit update multiplier can represent after enough halvings
+    with pytest.raises(FormatError, match="cge phase"):
+        _hybrid_stepper(switch_epoch=1).check_schedule(60)
+
+
+def test_hybrid_not_refused_for_signrge_lr_of_its_cge_epochs(tmp_path: Path, mnist) -> None:
+    """Regression: the whole signRGE schedule used to be checked over every epoch, refusing this run."""
+    optim = OptimConfig(optimizer="hybrid", switch_epoch=2, lr=0.002, lr_decay=0.5, lr_decay_every=1,
+                        cge_lr=0.02, cge_fraction=0.02)
+    res = train_mnist(TrainConfig(arith="fixed", rank=2, epochs=5, seed=1, out=str(tmp_path / "r"),
+                                  train_samples=64, test_samples=50, optim=optim), data=mnist, progress=False)
+    assert [m["phase"] for m in res.metrics] == ["signrge", "signrge", "cge", "cge", "cge"]
+
+
+def test_dense_baseline_network(tmp_path: Path, mnist) -> None:
+    """`net="dense"` trains the paper's 784-1024-10 dense MLP (the dense rows of Table 1)."""
+    from ttzo.golden.network import dense_mlp
+    with pytest.raises(ValueError, match="net 'mlp'"):
+        TrainConfig(net="mlp")
+    res = train_mnist(TrainConfig(arith="float", net="dense", epochs=1, seed=0, out=str(tmp_path / "d"),
+                                  train_samples=128, test_samples=50, optim=OptimConfig(optimizer="fo")),
+                      data=mnist, progress=False)
+    assert res.theta.size == dense_mlp().n_params == 784 * 1024 + 1024 + 1024 * 10 + 10
+    assert res.final["steps"] == 2
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["net"] == "dense"

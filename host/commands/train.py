@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arith", choices=["float", "fixed"], default="fixed")
     p.add_argument("--optimizer", choices=["fo", "rge", "signrge", "cge", "hybrid"], default="hybrid")
     p.add_argument("--rank", type=int, default=6)
+    p.add_argument("--net", choices=["tt", "dense"], default="tt",
+                   help="tt: the TT-MLP at --rank (default); dense: the paper's 784-1024-10 dense MLP baseline")
     p.add_argument("--epochs", type=int, default=None, help="epochs to run (default 1; with --resume: keep)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (required unless --resume)")
@@ -75,6 +77,8 @@ def _train(cfg, args: argparse.Namespace, resume: bool = False):
     from pathlib import Path
     from ttzo.host.backend_board import open_board_stepper
     run_cfg = TrainConfig.from_dict(load_checkpoint(Path(cfg.out) / "checkpoint.npz")["config"]) if resume else cfg
+    if run_cfg.net != "tt":
+        raise ValueError("--backend board trains the TT-MLP only (the engine is a TT engine); use --net tt")
     stepper, board = open_board_stepper(run_cfg, args.port, baudrate=args.baud)
     try:
         return train_mnist(cfg, resume=resume, progress=not args.no_progress, stepper=stepper)
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.formats}: not valid JSON: {exc}") from None
         cfg = TrainConfig(arith=args.arith, rank=args.rank, epochs=args.epochs or 1, seed=args.seed,
                           batch=args.batch, out=args.out, data=args.data, train_samples=args.train_samples,
-                          test_samples=args.test_samples, optim=oc, formats=formats)
+                          test_samples=args.test_samples, optim=oc, formats=formats, net=args.net)
         res = _train(cfg, args)
     if args.json:
         print(json.dumps({"out": str(res.out), "interrupted": res.interrupted, "final": res.final}, indent=2))

@@ -2,13 +2,13 @@
 
     top = BoardTop(PROFILES["ttzo-small"], phy="stream")     # ports i/o (byte streams) or rx/tx, idle, busy
 
-E's :class:`~ttzo.rtl.cmdproc.CommandProcessor` speaks the protocol (host/protocol.py); H's
+E's :class:`~ttzo.rtl.cmdproc.CommandProcessor` speaks the protocol (golden/protocol_spec.py); H's
 :class:`~ttzo.rtl.zo_trainer.ZoTrainer` holds the master parameters, the batch and the labels and
 drives D's :class:`~ttzo.rtl.tt_engine.TTEngine`.  The protocol's regions ARE the trainer's memories
 (no copies): region writes go through the trainer's host write port, region reads through extra
 read ports on the same memories (lib.memory: one more read port each).
 
-Regions (ids; host/protocol.Region for 0-2, this module for the rest):
+Regions (ids; protocol_spec.Region for 0-2, this module for the rest):
   0 params   16-bit codes, flat golden order               -> trainer parameter memory
   1 batch    8-bit pixels, sample-major                     -> trainer input memory
   2 labels   8-bit class labels                             -> trainer label memory
@@ -32,13 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Array, Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import Array, Const, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ttzo.golden import protocol_spec as P
 from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
 from ttzo.golden.network import TTNet
-from ttzo.host import protocol as P
+from ttzo.golden.zo_fixed import K_BITS, M_FRAC
 
 from .cmdproc import CommandProcessor
 from .descriptors import EngineParams
@@ -47,7 +48,7 @@ from .tt_engine import CFG_ADDR_BITS, TTEngine
 from .uart import UartRx, UartTx
 from .zo_trainer import HostTarget, Optimizer, ZoTrainer
 
-#: Region ids beyond host/protocol.Region (proposed for addition there).
+#: Region ids beyond protocol_spec.Region (which now lists them as PROGRAM, LOG).
 REGION_PROGRAM = 6
 REGION_LOG = 8
 LOG_WORDS = 4            # words per log entry: loss lo, loss hi, correct, 0
@@ -69,7 +70,7 @@ N_RESULTS = 9
 
 #: op_error codes
 ERR_ARG = 1              # RUN_STEPS K outside 0..65535 (the trainer's step counter)
-ERR_CONFIG = 2           # n_samples, n_queries or n_segments outside what the design holds
+ERR_CONFIG = 2           # a configuration the design cannot run (see `runnable`: sizes, field ranges, segment table)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,35 @@ def profile(name: str) -> BoardParams:
     if name.startswith("ttzo-mnist-r") and name[12:].isdigit():
         return mnist_profile(int(name[12:]))
     raise ValueError(f"unknown board design {name!r}: this host knows 'ttzo-small' and 'ttzo-mnist-rR'")
+
+
+def runnable(c, bp: BoardParams) -> Value:
+    """High when configuration registers `c` can be run (else op error ERR_CONFIG, nothing starts).
+
+    Every value must fit its trainer field unchanged (no silent truncation): flags 0/1, 1 <= samples
+    <= max_samples, queries <= n_max, 1 <= segments <= max_segments, step/momentum codes in their
+    golden ranges; and the first n_segments entries of the segment table must start at 0 and
+    increase strictly below n_params (otherwise the trainer's load pass never ends).
+    """
+    ok = Const(1)
+    for idx, lo, hi in ((CFG_OPTIMIZER, 0, 1), (CFG_KIND, 0, 1), (CFG_CGE_ALL, 0, 1),
+                        (CFG_N_QUERIES, 0, bp.n_max), (CFG_N_SAMPLES, 1, bp.max_samples),
+                        (CFG_N_SEGMENTS, 1, bp.max_segments), (CFG_M_CODE, 0, 1 << M_FRAC),
+                        (CFG_K_CODE_W, 0, (1 << K_BITS) - 1), (CFG_K_CODE_B, 0, (1 << K_BITS) - 1),
+                        (CFG_K_SHIFT_W, 0, 63), (CFG_K_SHIFT_B, 0, 63)):
+        ok &= (c[idx] <= hi) if lo == 0 else (c[idx] >= lo) & (c[idx] <= hi)
+    for idx, bits in ((CFG_MU_W, bp.cfg.weight.bits), (CFG_MU_B, bp.cfg.bias.bits),
+                      (CFG_ALPHA_W, bp.cfg.weight.bits), (CFG_ALPHA_B, bp.cfg.bias.bits)):   # the trainer's code widths
+        v = c[idx].as_signed()
+        ok &= (v >= -(1 << (bits - 1))) & (v < (1 << (bits - 1)))
+    starts = [c[CFG_SEGMENTS + k][:31] for k in range(bp.max_segments)]
+    ok &= starts[0] == 0
+    for k in range(bp.max_segments):
+        good = starts[k] < bp.net.n_params
+        if k:
+            good &= starts[k] > starts[k - 1]
+        ok &= (c[CFG_N_SEGMENTS] <= k) | good
+    return ok
 
 
 class _Control(wiring.Component):
@@ -213,8 +243,8 @@ class BoardTop(wiring.Component):
 
         # --- configuration registers -> trainer control inputs ---------------------------------
         n_samples, n_queries, n_segs = c[CFG_N_SAMPLES], c[CFG_N_QUERIES], c[CFG_N_SEGMENTS]
-        m.d.comb += ctl.cfg_ok.eq((n_samples <= bp.max_samples) & (n_queries <= bp.n_max)
-                                  & (n_segs <= bp.max_segments))
+        # registered: CONFIGURE ends many cycles before the next request can start an operation
+        m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
         inf = ctl.inference
         m.d.comb += [
             tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),

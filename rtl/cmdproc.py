@@ -23,7 +23,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttzo.host import protocol as P
+from ttzo.golden import protocol_spec as P
 
 from .framing import FrameByte, FrameDecoder, FrameEncoder
 

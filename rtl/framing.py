@@ -15,7 +15,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttzo.host.protocol import END, ESC, ESC_END, ESC_ESC
+from ttzo.golden.protocol_spec import END, ESC, ESC_END, ESC_ESC
 
 from .crc import INIT, crc16_update
 

@@ -11,7 +11,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ttzo.host import protocol as P
+from ttzo.golden import protocol_spec as P
 
 from .cmdproc import CommandProcessor
 from .framing import FrameByte

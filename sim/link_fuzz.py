@@ -25,7 +25,15 @@ def _raw(body: bytes, fix_crc: bool = True) -> bytes:
 
 
 class Fuzzer:
-    """Deterministic (seeded) generator of fuzz cases for a board described by `ident`."""
+    """Deterministic (seeded) generator of fuzz cases for a board described by `ident`.
+
+    A design-specific fuzzer subclasses it: it lists more names in ``categories`` and builds
+    those cases in :meth:`extra_case` (sim/board_fuzz.py adds the trainer's bad configurations and
+    refused operations).  The base categories draw the same random numbers either way, so a seed
+    gives the same cases as before.
+    """
+
+    categories: tuple[str, ...] = CATEGORIES
 
     def __init__(self, ident: P.Identify, seed: int = 0) -> None:
         self.ident = ident
@@ -58,8 +66,10 @@ class Fuzzer:
 
     def case(self) -> tuple[str, bytes]:
         r = self.rng
-        cat = r.choice(CATEGORIES)
+        cat = r.choice(self.categories)
         body = self._valid_mutating()
+        if cat not in CATEGORIES:
+            return cat, self.extra_case(cat)
         if cat == "random_bytes":
             return cat, bytes(r.randrange(256) for _ in range(r.randrange(0, 80)))
         if cat == "bit_flips":
@@ -103,6 +113,10 @@ class Fuzzer:
             return cat, bytes(line)
         return cat, self._probe()
 
+    def extra_case(self, cat: str) -> bytes:
+        """Line bytes of a design-specific category (subclasses); the base fuzzer has none."""
+        raise ValueError(f"unknown fuzz category {cat!r}")
+
     def _out_of_range(self) -> bytes:
         r = self.rng
         regs = self.ident.regions
@@ -126,9 +140,10 @@ class Fuzzer:
             g = r.choice(regs)
             off, cnt = r.choice([(g.size, g.word_bytes), (0, g.size + g.word_bytes),
                                  (0, (self.ident.max_payload // g.word_bytes + 1) * g.word_bytes)])
+            cnt &= 0xFFFF                              # the count field is u16 (regions may be larger)
             if cnt <= self.ident.max_payload and off + cnt <= g.size:
                 off = g.size
-            return P.Frame(P.Cmd.READ_REGION, seq, P.READ_REQ.pack(g.id, off, cnt & 0xFFFF)).encode()
+            return P.Frame(P.Cmd.READ_REGION, seq, P.READ_REQ.pack(g.id, off, cnt)).encode()
         if kind == 4:                                  # configure beyond the register file
             first = r.randrange(self.ident.n_config - 1, 300)
             n = max(1, self.ident.n_config - first + 1)

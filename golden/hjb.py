@@ -271,6 +271,182 @@ class FloatHJB(SteinLoss):
         return float(np.mean((self.u(params, xt) - exact_u(xt)) ** 2))
 
 
+@dataclass
+class DeltaHJB(FloatHJB):
+    """The float loss with the node *differences* NN(x + delta_j) - NN(x) computed directly in float32.
+
+    The Stein factors only see f_j - f_0 (`SteinFactors.apply`), and the Laplacian's reach 1e4, so
+    the float32 rounding of NN itself (~1e-7 |NN| per operation) swamps the estimates near the
+    solution: at the 2,000-step ZO+SG network the float32 residual error was 0.017 RMS against a
+    residual of 0.15, and the ZO loss differences of float32 and float64 were uncorrelated
+    (docs/results.md, HJB section).  Here every layer carries the exact identities
+
+        sin(a + d) - sin(a) = 2 cos(a + d/2) sin(d/2),    W (h + dh) - W h = W dh,
+
+    so the bases (the point's own pre-activations, float64, P columns) and the differences
+    (float32, P x J columns) are kept apart, and the float32 rounding is relative to the
+    differences (~sigma |grad NN|), not to NN.  Same GEMMs as FloatHJB; one more sine per
+    hidden unit and column.  Sine and identity activations only.
+    """
+
+    dtype: type = np.float32
+
+    def _check(self) -> None:
+        if len(self.net.layers) < 2:
+            raise ValueError("DeltaHJB needs at least two layers")
+        if any(spec.activation not in ("sine", "identity") for spec in self.net.layers):
+            raise ValueError("DeltaHJB supports sine and identity activations only")
+
+    def features(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs of the output layer: h0 (P, n) float64 at the points, dh (n, P J) self.dtype at the nodes
+        (dh[:, p J + j] = h(x_p + delta_j) - h(x_p)).  Depends on every layer but the last."""
+        self._check()
+        xt = np.asarray(xt, np.float64)
+        dt = self.dtype
+        front = self.net.layers[:-1]
+        (c1, b1) = params[0]
+        W1 = _layer_dense(front[0], c1)
+        z1 = xt @ W1.T + b1                                                   # (P, n) float64 bases
+        B = fac.deltas @ W1.T                                                 # (J, n), shared
+        # float64 bases of every layer at the points themselves (P columns: cheap)
+        bases = [z1]
+        h = np.sin(z1) if front[0].activation == "sine" else z1
+        for spec, (cores, bias) in zip(front[1:], params[1:]):
+            z = tt_columns(spec.shape, [np.asarray(c, np.float64) for c in cores], np.ascontiguousarray(h.T)).T + bias
+            bases.append(z)
+            h = np.sin(z) if spec.activation == "sine" else z
+        P, J = xt.shape[0], fac.count
+        half_B = np.ascontiguousarray((0.5 * B).T.astype(dt))                 # (n, J)
+        two_sin_half_B = np.ascontiguousarray((2.0 * np.sin(0.5 * B)).T.astype(dt))
+        dh = np.empty((h.shape[1], P * J), dtype=dt)
+        per = max(1, self.chunk_rows // J)
+        for s in range(0, P, per):
+            p = min(per, P - s)
+            base = bases[0][s:s + p].T.astype(dt)                              # (n, p)
+            if front[0].activation == "sine":
+                d = base[:, :, None] + half_B[:, None, :]                     # (n, p, J)
+                np.cos(d, out=d)
+                d *= two_sin_half_B[:, None, :]
+            else:
+                d = np.broadcast_to(B.T.astype(dt)[:, None, :], (B.shape[1], p, J)).copy()
+            d = d.reshape(d.shape[0], -1)
+            for li, (spec, (cores, _)) in enumerate(zip(front[1:], params[1:]), start=1):
+                d = tt_columns(spec.shape, cores, d)                           # W dh (no bias)
+                if spec.activation == "sine":
+                    half = d.reshape(d.shape[0], p, J)
+                    half *= dt(0.5)
+                    arg = half + bases[li][s:s + p].T.astype(dt)[:, :, None]
+                    np.cos(arg, out=arg)
+                    np.sin(half, out=half)
+                    half *= arg
+                    half *= dt(2.0)
+            dh[:, s * J:(s + p) * J] = d
+        return h, dh
+
+    def output(self, last: tuple, h0: np.ndarray, dh: np.ndarray, xt: np.ndarray, fac: SteinFactors) -> tuple[
+            np.ndarray, np.ndarray]:
+        """NN at the points (P,) and NN(x + delta_j) - NN(x) (P, J), float64, from `features`."""
+        spec = self.net.layers[-1]
+        cores, bias = last
+        nn0 = tt_columns(spec.shape, [np.asarray(c, np.float64) for c in cores], np.ascontiguousarray(h0.T))[0]
+        nn0 = nn0 + float(np.asarray(bias).reshape(-1)[0])
+        dnn = tt_columns(spec.shape, cores, dh)[0].astype(np.float64)
+        return nn0, dnn.reshape(h0.shape[0], fac.count)
+
+    @staticmethod
+    def g_from_nn(nn0: np.ndarray, dnn: np.ndarray, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
+        """g(x + delta_j) (..., P, J) from NN(x) (..., P) and the differences (..., P, J)."""
+        t = np.asarray(xt, np.float64)[:, D_X:D]                              # (P, 1)
+        dtn = fac.deltas[:, D_X]                                              # (J,)
+        one_nn0 = 1.0 + nn0[..., None]
+        g0 = (1.0 - t) * one_nn0
+        # g_j = g_0 + (g_j - g_0); SteinFactors.apply subtracts g_0 again (exact to 1e-16 |g|)
+        return g0 + ((1.0 - t - dtn) * dnn - dtn * one_nn0)
+
+    def g_nodes(self, params: Params, xt: np.ndarray, fac: SteinFactors) -> np.ndarray:
+        if self.net.layers[-1].activation != "identity" or self.net.layers[-1].shape.out_features != 1:
+            raise ValueError("DeltaHJB needs an identity output layer with one output")
+        h0, dh = self.features(params[:-1], xt, fac)
+        nn0, dnn = self.output(params[-1], h0, dh, xt, fac)
+        return self.g_from_nn(nn0, dnn, xt, fac)
+
+    def batched_loss(self, xt: np.ndarray, fac: SteinFactors) -> "OutputLayerCache":
+        return OutputLayerCache(self, np.asarray(xt, np.float64), fac)
+
+
+class OutputLayerCache:
+    """Batched loss of a DeltaHJB with an exact fast path for coordinates of the output layer.
+
+    The output layer is linear in its parameters (NN = w . h + b), so once the features h of a
+    parameter set are known (`DeltaHJB.features`, cached by the parameters of the other layers),
+    changing one output weight w_k by dv changes NN(x) by dv h_k(x) and every node difference by
+    dv dh_k: ZO-CGE on the output layer costs no network evaluation per coordinate
+    (`coordinate_losses`, used by golden/zo.cge).  Other coordinates fall back to a full evaluation.
+    """
+
+    def __init__(self, model: DeltaHJB, xt: np.ndarray, fac: SteinFactors) -> None:
+        self.model, self.xt, self.fac = model, xt, fac
+        net = model.net
+        self.n_last = sum(int(np.prod(cs)) for cs in net.layers[-1].shape.core_shapes) + net.layers[-1].shape.out_features
+        self.front = net.n_params - self.n_last
+        self.dense_last = net.layers[-1].shape.L == 1 and net.layers[-1].shape.out_features == 1
+        self.block_entries = 1 << 21   # (coordinate, point, node) entries per block of the fast path
+        self._key: np.ndarray | None = None
+        self._feats: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _features(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = theta[:self.front]
+        if self._key is None or not np.array_equal(self._key, key):
+            params = self.model.net.unflatten(theta)
+            self._feats = self.model.features(params[:-1], self.xt, self.fac)
+            self._key = key.copy()
+        return self._feats
+
+    def _loss_from_nn(self, nn0: np.ndarray, dnn: np.ndarray) -> np.ndarray:
+        g = DeltaHJB.g_from_nn(nn0, dnn, self.xt, self.fac)
+        grad, lap = self.fac.apply(g)
+        r = residual(grad, lap)
+        return np.mean(r * r, axis=-1)
+
+    def __call__(self, theta_batch: np.ndarray) -> np.ndarray:
+        out = []
+        for th in np.atleast_2d(theta_batch):
+            h0, dh = self._features(th)
+            last = self.model.net.unflatten(th)[-1]
+            out.append(float(self._loss_from_nn(*self.model.output(last, h0, dh, self.xt, self.fac))))
+        return np.array(out)
+
+    def coordinate_losses(self, theta: np.ndarray, coords: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Losses of theta with theta[coords[q]] := values[q], one at a time."""
+        theta = np.asarray(theta, np.float64)
+        coords = np.asarray(coords, np.int64)
+        values = np.asarray(values, np.float64)
+        out = np.empty(coords.size)
+        fast = (coords >= self.front) if self.dense_last else np.zeros(coords.size, bool)
+        for q in np.flatnonzero(~fast):
+            t = theta.copy()
+            t[coords[q]] = values[q]
+            out[q] = self(t[None])[0]
+        if fast.any():
+            h0, dh = self._features(theta)
+            nn0, dnn = self.model.output(self.model.net.unflatten(theta)[-1], h0, dh, self.xt, self.fac)
+            idx = coords[fast] - self.front                     # < n: weight k, == n: the bias
+            dv = values[fast] - theta[coords[fast]]
+            n = h0.shape[1]
+            w = idx < n
+            k = np.where(w, idx, 0)
+            P, J = dnn.shape
+            res = np.empty(k.size)
+            step = max(1, self.block_entries // (P * J))
+            for a in range(0, k.size, step):
+                sl = slice(a, a + step)
+                nn0_q = nn0[None] + dv[sl, None] * np.where(w[sl, None], h0[:, k[sl]].T, 1.0)      # (K, P)
+                ddn = dh[k[sl]].astype(np.float64).reshape(-1, P, J) * (dv[sl] * w[sl])[:, None, None]
+                res[sl] = self._loss_from_nn(nn0_q, dnn[None] + ddn)                           # (K, P, J)
+            out[fast] = res
+        return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Fixed point: the network the way hardware computes it (table sine), Stein sums in float
 # ------------------------------------------------------------------------------------------------

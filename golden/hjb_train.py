@@ -11,7 +11,10 @@ estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directio
 * fo:      Adam on the exact gradient of the same (SG/MC/FD) loss by float autodiff (jax, an
   optional extra), i.e. the paper's Table 4 "FO + estimator" rows.
 
-The learning rate decays exponentially from `lr` to `lr_final` over the run.  Outputs in
+The learning rate decays exponentially from `lr` to `lr_final` over the run.  The float loss is
+float32, float64 or delta32 (`hjb.DeltaHJB`: node differences carried exactly in float32, the
+choice for ZO near a trained network); `average_tail` also reports the validation MSE of the mean
+of the last iterates; SIGTERM / SIGINT stop a run with a checkpoint and its final metrics.  Outputs in
 `out/`: metrics.json (config, per-log rows, final figures, wall time, machine; "evals" counts
 loss evaluations times collocation points, i.e. network forwards / the rule's node count), checkpoint.npz
 (theta, step; `--resume` continues from it) and diagonal.png (u along x_i = t = s against the
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +39,8 @@ from .formats import PINN_CONFIG, FixedConfig
 
 OPTIMIZERS = ("signrge", "hybrid", "fo")
 ARITHS = ("float", "fixed")
+DTYPES = ("float32", "float64", "delta32")
+CGE_LAYERS = ("all", "last")
 
 
 @dataclass
@@ -53,13 +60,15 @@ class HJBTrainConfig:
     perturbation: str = "gaussian"
     switch: int = 0            # hybrid: step at which signRGE hands over to CGE (0: 80% of steps)
     cge_fraction: float = 0.02
+    average_tail: float = 0.0  # > 0: also report the mean of theta over the last average_tail of the steps
+    cge_layers: str = "all"    # hybrid: CGE visits coordinates of all layers, or only the output layer ("last")
     cge_lr: float = 1e-3
     momentum: float = 0.9
     seed: int = 0
     val_points: int = 10000
     log_every: int = 10
     ckpt_every: int = 50
-    dtype: str = "float32"     # network dtype of the training loss (validation is float64)
+    dtype: str = "float32"     # training loss: float32, float64, or delta32 (hjb.DeltaHJB; validation is float64)
     f64_from: float = 0.75     # fraction of the steps after which the loss switches to float64
     fixed_config: dict = field(default_factory=lambda: hjb.HJB_FIXED_CONFIG.to_dict())
     fixed_sine: str = "interp"  # "table" (the contract's plain table sine) or "interp" (linear interpolation)
@@ -71,10 +80,16 @@ class HJBTrainConfig:
             raise ValueError(f"optimizer {self.optimizer!r}: choose from {OPTIMIZERS}")
         if self.arith not in ARITHS:
             raise ValueError(f"arith {self.arith!r}: choose from {ARITHS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r}: choose from {DTYPES}")
+        if self.cge_layers not in CGE_LAYERS:
+            raise ValueError(f"cge_layers {self.cge_layers!r}: choose from {CGE_LAYERS}")
         if self.fixed_sine not in hjb.SINE_MODES:
             raise ValueError(f"fixed_sine {self.fixed_sine!r}: choose from {hjb.SINE_MODES}")
         if self.steps < 0 or self.points < 1 or self.queries < 1 or self.val_points < 1:
             raise ValueError("steps >= 0, points >= 1, queries >= 1 and val_points >= 1 are required")
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"average_tail {self.average_tail} must be in [0, 1]")
         if not (self.lr > 0 and self.lr_final > 0 and self.mu > 0):
             raise ValueError("lr, lr_final and mu must be positive")
         if self.optimizer == "fo" and self.arith == "fixed":
@@ -99,6 +114,8 @@ def machine() -> str:
 def make_model(cfg: HJBTrainConfig, net):
     if cfg.arith == "fixed":
         return hjb.FixedHJB(net, FixedConfig.from_dict(cfg.fixed_config), sine=cfg.fixed_sine)
+    if cfg.dtype == "delta32":
+        return hjb.DeltaHJB(net, np.float32)
     return hjb.FloatHJB(net, np.float32 if cfg.dtype == "float32" else np.float64)
 
 
@@ -137,7 +154,6 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
               log: Callable[[str], None] = print) -> dict:
     """Run (or continue) a training; returns the final metrics dictionary (also in out/metrics.json)."""
     cfg.validate()
-    from . import zo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     net = hjb.make_net(cfg.net)
@@ -149,6 +165,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
     start_step, evals, wall0 = 0, 0, 0.0
     ck = out / "checkpoint.npz"
     velocity = np.zeros_like(theta)
+    theta_sum, n_avg = np.zeros_like(theta), 0  # tail average (Polyak-Ruppert) of the iterates
     adam = None
     if resume and ck.exists():
         z = np.load(ck, allow_pickle=False)
@@ -156,6 +173,8 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
             raise ValueError(f"{ck}: checkpoint has {z['theta'].shape[0]} parameters, the network {theta.size}")
         theta = z["theta"].copy()
         velocity = z["velocity"].copy()
+        if "theta_sum" in z.files:
+            theta_sum, n_avg = z["theta_sum"].copy(), int(z["n_avg"])
         start_step, evals, wall0 = int(z["step"]), int(z["evals"]), float(z["wall"])
         old = out / "metrics.json"
         if old.exists():
@@ -188,7 +207,8 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
         if fo is not None:
             extra = {"adam_m": fo.m, "adam_v": fo.v}
         tmp = out / "checkpoint.tmp.npz"
-        np.savez(tmp, theta=theta, velocity=velocity, step=step, evals=evals, wall=time.time() - t0, **extra)
+        np.savez(tmp, theta=theta, velocity=velocity, step=step, evals=evals, wall=time.time() - t0,
+                 theta_sum=theta_sum, n_avg=n_avg, **extra)
         os.replace(tmp, ck)
 
     def write(final: dict | None = None) -> dict:
@@ -199,44 +219,39 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
         return doc
 
     loss0 = float("nan")
-    for step in range(start_step, cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step])
-        xt = hjb.sample_points(rng, cfg.points)
-        fac = step_rule(cfg, rng)
-        if cfg.arith == "float" and cfg.dtype == "float32" and step >= int(cfg.f64_from * cfg.steps):
-            model = val_float  # late steps: float64 loss (float32 rounding is amplified ~1e4 by the Laplacian)
-        if cfg.optimizer == "fo":
-            loss0, g = fo.loss_and_grad(theta, xt, fac)
-            theta = fo.update(theta, g, lr_at(cfg, step))
-            evals += 3 * fac.count * cfg.points  # forward + backward ~ 3 forwards
-        else:
-            loss = model.batched_loss(xt, fac)
-            if cfg.optimizer == "signrge" or step < switch:
-                xi = zo.directions(cfg.seed, step, cfg.queries, theta.size, cfg.perturbation)
-                est = zo.sign_rge(loss, theta, mu_eff, xi, central=cfg.central)
-                theta = theta - lr_at(cfg, step) * est.grad
-            else:
-                coords = zo.sample_coordinates(cfg.seed, step, theta.size, cfg.cge_fraction)
-                est = zo.cge(loss, theta, mu_eff, coords)
-                velocity = cfg.momentum * velocity + est.grad
-                theta = theta - lr_at(cfg, step, cfg.cge_lr) * velocity
-            loss0 = est.loss0
-            evals += est.evaluations * cfg.points
-        if not np.all(np.isfinite(theta)):
-            raise FloatingPointError(f"parameters became non-finite at step {step}")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            rows.append(evaluate(step + 1, loss0))
-            if progress:
-                r = rows[-1]
-                log(f"step {r['step']:6d}  loss {r['loss']:.4e}  val_mse {r['val_mse']:.4e}  lr {r['lr']:.2e}  "
-                    f"{r['wall_s']:.0f}s")
-            write()
-        if (step + 1) % cfg.ckpt_every == 0:
-            save(step + 1)
-    save(cfg.steps)
+    end = cfg.steps
+    with _StopOnSignal() as stop:
+        for step in range(start_step, cfg.steps):
+            if stop.requested:
+                end = step
+                log(f"stopped by signal {stop.requested} before step {step}; checkpointing")
+                break
+            if cfg.arith == "float" and cfg.dtype == "float32" and step >= int(cfg.f64_from * cfg.steps):
+                model = val_float  # late steps: float64 loss (float32 rounding is amplified ~1e4 by the Laplacian)
+            theta, velocity, loss0, n_evals = _one_step(cfg, step, theta, velocity, model, fo, switch, mu_eff)
+            evals += n_evals
+            if cfg.average_tail > 0 and step + 1 > cfg.steps - int(round(cfg.average_tail * cfg.steps)):
+                theta_sum += theta
+                n_avg += 1
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                rows.append(evaluate(step + 1, loss0))
+                if progress:
+                    r = rows[-1]
+                    log(f"step {r['step']:6d}  loss {r['loss']:.4e}  val_mse {r['val_mse']:.4e}  lr {r['lr']:.2e}  "
+                        f"{r['wall_s']:.0f}s")
+                write()
+            if (step + 1) % cfg.ckpt_every == 0:
+                save(step + 1)
+    save(end)
     params = net.unflatten(theta)
-    final = {"val_mse": val_float.val_mse(params, val_xt), "steps": cfg.steps, "evaluations": evals,
+    final = {"val_mse": val_float.val_mse(params, val_xt), "steps": end, "evaluations": evals,
              "wall_s": round(time.time() - t0, 1), "params": net.n_params}
+    if end < cfg.steps:
+        final["stopped_early_of"] = cfg.steps
+    if n_avg:
+        # the mean of the last n_avg iterates: same training, the sign steps' jitter averaged out
+        final["val_mse_tail_average"] = val_float.val_mse(net.unflatten(theta_sum / n_avg), val_xt)
+        final["tail_average_steps"] = n_avg
     # the trained network evaluated the way hardware will: PINN_CONFIG with the plain table sine,
     # and the wide HJB config with the interpolated sine (forward only, 2,000 validation points)
     for key, fcfg, sine in (("val_mse_fixed_pinn_table", PINN_CONFIG, "table"),
@@ -249,3 +264,65 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
                   f"HJB-20 {cfg.optimizer}+{cfg.estimator} ({cfg.arith}), val MSE {final['val_mse']:.2e}")
     write(final)
     return final
+
+
+def cge_coordinates(cfg: HJBTrainConfig, step: int, net) -> np.ndarray:
+    """The coordinates a CGE step visits: a PRNG subset (fraction cge_fraction) of all parameters, or of
+    the output layer's only (cge_layers="last": with DeltaHJB these cost no network evaluation each)."""
+    from . import zo
+    if cfg.cge_layers == "all":
+        return zo.sample_coordinates(cfg.seed, step, net.n_params, cfg.cge_fraction)
+    last = net.layers[-1].shape
+    n_last = sum(int(np.prod(cs)) for cs in last.core_shapes) + last.out_features
+    return net.n_params - n_last + zo.sample_coordinates(cfg.seed, step, n_last, cfg.cge_fraction)
+
+
+def _one_step(cfg: HJBTrainConfig, step: int, theta: np.ndarray, velocity: np.ndarray, model, fo, switch: int,
+              mu_eff: float) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One optimiser step on fresh collocation points: (theta, velocity, loss at theta, network evaluations)."""
+    from . import zo
+    rng = np.random.default_rng([cfg.seed, step])
+    xt = hjb.sample_points(rng, cfg.points)
+    fac = step_rule(cfg, rng)
+    if cfg.optimizer == "fo":
+        loss0, g = fo.loss_and_grad(theta, xt, fac)
+        theta = fo.update(theta, g, lr_at(cfg, step))
+        n_evals = 3 * fac.count * cfg.points  # forward + backward ~ 3 forwards
+    else:
+        loss = model.batched_loss(xt, fac)
+        if cfg.optimizer == "signrge" or step < switch:
+            xi = zo.directions(cfg.seed, step, cfg.queries, theta.size, cfg.perturbation)
+            est = zo.sign_rge(loss, theta, mu_eff, xi, central=cfg.central)
+            theta = theta - lr_at(cfg, step) * est.grad
+        else:
+            coords = cge_coordinates(cfg, step, model.net)
+            est = zo.cge(loss, theta, mu_eff, coords)
+            velocity = cfg.momentum * velocity + est.grad
+            theta = theta - lr_at(cfg, step, cfg.cge_lr) * velocity
+        loss0 = est.loss0
+        n_evals = est.evaluations * cfg.points
+    if not np.all(np.isfinite(theta)):
+        raise FloatingPointError(f"parameters became non-finite at step {step}")
+    return theta, velocity, loss0, n_evals
+
+
+class _StopOnSignal:
+    """While active, SIGTERM / SIGINT only set `requested`: the loop then checkpoints and writes its
+    final metrics (a long run can be stopped early without losing it)."""
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -70,6 +70,34 @@ def test_shared_first_layer_equals_naive(net, params, kind: str) -> None:
     assert np.abs(got32 - want).max() < 1e-5
 
 
+@pytest.mark.parametrize("kind", ["sg", "fd"])
+def test_delta_form_equals_direct_and_beats_float32(kind: str) -> None:
+    """DeltaHJB (node differences carried exactly, sin(a+d)-sin(a) = 2cos(a+d/2)sin(d/2)) equals the
+    direct float64 evaluation in float64, and in float32 its residual error is >= 10x below FloatHJB float32's."""
+    rng = np.random.default_rng(11)
+    fac = hjb.estimator_factors(kind, rng)
+    xt = hjb.sample_points(rng, 4)
+    for net_name in ("tt", "fc2-320"):
+        net = hjb.make_net(net_name)
+        params = hjb.init_params(net, rng)
+        ref = hjb.FloatHJB(net, np.float64)
+        want = ref.g_nodes(params, xt, fac)
+        got = hjb.DeltaHJB(net, np.float64).g_nodes(params, xt, fac)
+        assert np.allclose(got, want, rtol=1e-11, atol=1e-11)
+        r = ref.residual(params, xt, fac)
+        err_delta = np.abs(hjb.DeltaHJB(net, np.float32).residual(params, xt, fac) - r).max()
+        err_f32 = np.abs(hjb.FloatHJB(net, np.float32).residual(params, xt, fac) - r).max()
+        assert err_delta < 0.1 * err_f32
+
+
+def test_delta_form_rejects_relu() -> None:
+    net = hjb.make_net("fc2-320")
+    relu = type(net)(tuple(type(s)(s.shape, "relu") if i == 0 else s for i, s in enumerate(net.layers)))
+    with pytest.raises(ValueError, match="sine and identity"):
+        hjb.DeltaHJB(relu).g_nodes(hjb.init_params(relu, np.random.default_rng(0)),
+                                   hjb.sample_points(np.random.default_rng(0), 1), hjb.estimator_factors("fd"))
+
+
 def zero_output(params):
     p = [(list(c), b) for c, b in params]
     p[-1] = ([np.zeros_like(p[-1][0][0])], np.zeros_like(p[-1][1]))
@@ -244,3 +272,75 @@ def test_first_order_baseline_lowers_loss(tmp_path: Path) -> None:
     fac = hjb.estimator_factors("fd")
     xt = hjb.sample_points(np.random.default_rng(123), 16)
     assert m.loss(net.unflatten(theta), xt, fac) < 0.5 * m.loss(net.unflatten(theta0), xt, fac)
+
+
+def test_sigterm_checkpoints_and_finishes(tmp_path: Path) -> None:
+    """SIGTERM during a run: the loop stops after the current step, checkpoints and writes final metrics."""
+    import os
+    import signal
+
+    def log(line: str) -> None:
+        if line.startswith("step"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = HJBTrainConfig(estimator="fd", steps=10, points=1, log_every=2, val_points=50)
+    final = train_hjb(cfg, tmp_path, log=log)
+    assert final["steps"] == 2 and final["stopped_early_of"] == 10
+    z = np.load(tmp_path / "checkpoint.npz")
+    assert int(z["step"]) == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]["steps"] == 2
+    # the handler is gone afterwards: SIGTERM's default action is restored
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler) or callable(
+        signal.getsignal(signal.SIGTERM))
+
+
+def test_output_layer_fast_path_equals_full_evaluation() -> None:
+    """OutputLayerCache.coordinate_losses (no network evaluation for output-layer coordinates) equals
+    evaluating the changed parameter vector in full, for output and non-output coordinates alike."""
+    from ttzo.golden.hjb_train import cge_coordinates
+
+    net = hjb.make_net("tt")
+    rng = np.random.default_rng(4)
+    theta = net.flatten(hjb.init_params(net, rng))
+    fac = hjb.estimator_factors("fd")
+    xt = hjb.sample_points(rng, 3)
+    coords = np.array([0, 5000, net.n_params - 769, net.n_params - 300, net.n_params - 1])
+    values = theta[coords] + rng.normal(size=coords.size) * 0.05
+    full = []
+    for c, v in zip(coords, values):
+        t = theta.copy()
+        t[c] = v
+        full.append(hjb.FloatHJB(net, np.float64).loss(net.unflatten(t), xt, fac))
+    # the algebra, in float64: equal to round-off
+    loss = hjb.DeltaHJB(net, np.float64).batched_loss(xt, fac)
+    loss.block_entries = 2 * 3 * fac.count  # several blocks
+    assert np.allclose(loss.coordinate_losses(theta, coords, values), full, rtol=1e-9, atol=1e-12)
+    # in float32: the fast path adds the float64 increment dv * dh_k to the cached differences
+    loss32 = hjb.DeltaHJB(net).batched_loss(xt, fac)
+    assert np.allclose(loss32.coordinate_losses(theta, coords, values), full, rtol=1e-3)
+    # the hybrid's output-layer CGE visits only output-layer coordinates
+    cfg = HJBTrainConfig(optimizer="hybrid", cge_layers="last", cge_fraction=0.5)
+    got = cge_coordinates(cfg, 3, net)
+    assert got.min() >= net.n_params - 769 and 250 < got.size < 520
+    with pytest.raises(ValueError, match="cge_layers"):
+        HJBTrainConfig(cge_layers="first").validate()
+
+
+def test_tail_average_is_mean_of_last_iterates(tmp_path: Path) -> None:
+    """average_tail: the reported tail average is the mean of the last iterates (checked via resume)."""
+    # constant lr: the schedule then does not depend on the run length, so resumed 1..6-step runs give the iterates
+    cfg = HJBTrainConfig(estimator="fd", steps=6, points=1, log_every=1, val_points=40, average_tail=0.5,
+                         lr=1e-3, lr_final=1e-3, dtype="float64")
+    thetas = []
+    for k in range(1, 7):
+        cfg.steps = k
+        train_hjb(HJBTrainConfig(**{**cfg.__dict__, "steps": k, "average_tail": 0.0}), tmp_path / "a",
+                  resume=True, progress=False)
+        thetas.append(np.load(tmp_path / "a" / "checkpoint.npz")["theta"])
+    final = train_hjb(HJBTrainConfig(**{**cfg.__dict__, "steps": 6}), tmp_path / "b", progress=False)
+    assert final["tail_average_steps"] == 3
+    assert np.allclose(np.load(tmp_path / "b" / "checkpoint.npz")["theta"], thetas[-1])
+    net = hjb.make_net("tt")
+    val = hjb.sample_points(np.random.default_rng(cfg.seed + 10_000), 40)
+    want = hjb.FloatHJB(net, np.float64).val_mse(net.unflatten(np.mean(thetas[3:], axis=0)), val)
+    assert abs(final["val_mse_tail_average"] - want) < 1e-12

@@ -30,7 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forward-difference", action="store_true", help="RGE with forward instead of central "
                                                                       "differences (N + 1 instead of 2N + 1 losses)")
     p.add_argument("--switch", type=int, default=0, help="hybrid: step of the switch to CGE (0: 80%% of steps)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--cge-lr", type=float, default=1e-3, help="hybrid: CGE learning rate (decays like --lr)")
+    p.add_argument("--cge-fraction", type=float, default=0.02, help="hybrid: fraction of coordinates per CGE step")
+    p.add_argument("--cge-layers", choices=["all", "last"], default="all",
+                   help="hybrid: CGE on coordinates of all layers, or of the output layer only (exact fast path "
+                        "with --dtype delta32: no network evaluation per coordinate)")
+    p.add_argument("--average-tail", type=float, default=0.0,
+                   help="also report the validation MSE of the mean of the iterates over this final fraction of "
+                        "the steps (Polyak-Ruppert tail averaging; 0: off)")
+    p.add_argument("--momentum", type=float, default=0.9, help="hybrid: CGE momentum")
+    p.add_argument("--dtype", choices=["float32", "float64", "delta32"], default="float32",
+                   help="float training loss: float32, float64, or delta32 (node differences NN(x+delta)-NN(x) "
+                        "carried in float32 exactly; ~100x smaller residual error than float32)")
     p.add_argument("--f64-from", type=float, default=0.75, help="fraction of steps after which the float "
                                                                  "loss uses float64")
     p.add_argument("--sine", choices=["interp", "table"], default="interp",
@@ -50,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
                          queries=args.queries, mu_is_radius=not args.mu_per_entry, central=not args.forward_difference, switch=args.switch,
                          dtype=args.dtype, f64_from=args.f64_from, val_points=args.val_points,
                          log_every=args.log_every, seed=args.seed,
-                         fixed_sine=args.sine)
+                         fixed_sine=args.sine, cge_lr=args.cge_lr, cge_fraction=args.cge_fraction,
+                         momentum=args.momentum, cge_layers=args.cge_layers,
+                         average_tail=args.average_tail)
     final = train_hjb(cfg, args.out, resume=args.resume, progress=not args.json,
                       log=lambda s: print(s, flush=True))
     if args.json:

@@ -72,6 +72,8 @@ class EngineParams:
     addr_bits: int = 20         # signed width of odometer deltas/sums
     count_bits: int = 16        # width of odometer level counts and sizes
     drains: int = 1             # results the drain writes per cycle (1, or 2: two write ports per buffer)
+    sine_interp_bits: int = 0   # E > 0: the drain can also interpolate the sine table (golden hjb.sine_fixed_interp,
+                                # E extra phase bits; a second sine read port, one multiply); 0: table sine only
 
     def __post_init__(self) -> None:
         if self.lanes < 1 or self.lanes & (self.lanes - 1):
@@ -103,6 +105,8 @@ class EngineParams:
             "mac_delta": data.ArrayLayout(data.ArrayLayout(a, len(MAC_SUMS)), self.mac_levels),
             "f_count": data.ArrayLayout(c, self.f_levels),
             "f_delta": data.ArrayLayout(data.ArrayLayout(a, 3), self.f_levels),
+            # interpolating builds only (the default layout is unchanged): phase shift S' - E, 0 = table sine
+            **({"sine_shift": unsigned(6)} if self.sine_interp_bits else {}),
         })
 
     def header_layout(self) -> data.StructLayout:
@@ -222,12 +226,16 @@ class StepDesc:
     # documentation only (not written to hardware)
     note: str = ""
     macs: int = 0
+    sine_shift: int = 0     # interpolated sine: round-half-up shift of the phase product (0: table sine)
 
     def fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("src", "dst", "last", "act", "n_groups", "n_f", "k_len", "knext",
-                                              "gbase", "bbase", "shift", "bshift", "sat_lo", "sat_hi",
-                                              "sine_c", "sine_mask", "mac_count", "mac_delta", "f_count",
-                                              "f_delta")}
+        out = {k: getattr(self, k) for k in ("src", "dst", "last", "act", "n_groups", "n_f", "k_len", "knext",
+                                             "gbase", "bbase", "shift", "bshift", "sat_lo", "sat_hi",
+                                             "sine_c", "sine_mask", "mac_count", "mac_delta", "f_count",
+                                             "f_delta")}
+        if self.sine_shift:   # only interpolating builds have the field
+            out["sine_shift"] = self.sine_shift
+        return out
 
 
 @dataclass
@@ -264,6 +272,23 @@ REGION_HEADER, REGION_STEPS, REGION_CORES, REGION_BIASES, REGION_SINE = 0, 1, 2,
 REGION_SHIFT = 20
 
 
+def _sine_mode(cfg: FixedConfig, params: EngineParams, sine: str) -> tuple[int, int]:
+    """(sine_c, sine_shift) of the sine steps: the table sine's constant and 0, or the interpolated sine's."""
+    if sine == "table":
+        return sine_constant(cfg.act.frac, cfg.sine_bits), 0
+    if sine != "interp":
+        raise ValueError(f"sine mode {sine!r}: choose 'table' or 'interp'")
+    from ..golden.hjb import INTERP_BITS, interp_phase_shift
+    if params.sine_interp_bits != INTERP_BITS:
+        raise FormatError(f"the interpolated sine needs an engine built with sine_interp_bits={INTERP_BITS} "
+                          f"(this one has {params.sine_interp_bits})")
+    shift = interp_phase_shift(cfg.act.frac, cfg.sine_bits)
+    c = int(np.floor(2.0 ** (shift + cfg.sine_bits - cfg.act.frac) / (2 * np.pi) + 0.5))
+    if not 1 <= shift - INTERP_BITS < 64:
+        raise FormatError(f"interpolated sine: phase shift {shift - INTERP_BITS} outside 1..63 for act {cfg.act}")
+    return c, shift - INTERP_BITS
+
+
 def region_addr(region: int, offset: int) -> int:
     return (region << REGION_SHIFT) | offset
 
@@ -290,8 +315,14 @@ def _check_format(fmt: QFormat, bits: int, what: str) -> None:
         raise FormatError(f"{what} format {fmt} does not fit the engine's {bits}-bit signed codes")
 
 
-def compile_network(net: TTNet, codes: Params, cfg: FixedConfig, params: EngineParams) -> Program:
-    """Translate a golden network (with quantised parameters) into an engine program."""
+def compile_network(net: TTNet, codes: Params, cfg: FixedConfig, params: EngineParams, sine: str = "table"
+                    ) -> Program:
+    """Translate a golden network (with quantised parameters) into an engine program.
+
+    `sine` "table" is the contract's table sine (golden/activations.py); "interp" the interpolated
+    table sine of the PINN path (golden/hjb.sine_fixed_interp), for builds with sine_interp_bits.
+    """
+    sine_c_of, sine_shift = _sine_mode(cfg, params, sine)
     P = params.lanes
     _check_format(cfg.input, params.data_bits, "input")
     _check_format(cfg.state, params.data_bits, "state")
@@ -445,12 +476,12 @@ def compile_network(net: TTNet, codes: Params, cfg: FixedConfig, params: EngineP
             if shift < 0 or bshift < 0:
                 raise FormatError(f"layer {li} step {si}: negative shift (acc frac {acc_frac})")
             act = ACT_CODES[spec.activation] if last else 0
-            sc = sine_constant(cfg.act.frac, cfg.sine_bits) if (last and spec.activation == "sine") else 0
+            sc = sine_c_of if (last and spec.activation == "sine") else 0
             sd = StepDesc(src=buf, dst=dst, last=int(last), act=act, n_groups=groups, n_f=F, k_len=K,
                           knext=knext, gbase=base_g + int(offs[k]), bbase=base_b, shift=shift, bshift=bshift,
                           sat_lo=out_fmt.min_code, sat_hi=out_fmt.max_code, sine_c=sc,
                           sine_mask=(1 << cfg.sine_bits) - 1 if sc else 0,
-                          mac_count=mc, mac_delta=md, f_count=fc, f_delta=fd,
+                          mac_count=mc, mac_delta=md, f_count=fc, f_delta=fd, sine_shift=sine_shift if sc else 0,
                           note=f"layer {li} step {si}: core {k} {step.side} K={K} F={F} C={step.outputs // F}",
                           macs=step.inner * step.outputs)
             if words_in > (params.in_elems if buf == BUF_IN else params.buf_elems) // P:
@@ -595,6 +626,13 @@ def emulate(prog: Program, x: np.ndarray) -> np.ndarray:
                             v = _rq(a, st.shift, st.sat_lo, st.sat_hi)
                             if st.act == 1:
                                 v = max(v, 0)
+                            elif st.act == 2 and st.sine_shift:
+                                E = p.sine_interp_bits
+                                ph = (v * st.sine_c + (1 << (st.sine_shift - 1))) >> st.sine_shift
+                                i0 = (ph >> E) & st.sine_mask
+                                lo, hi = int(prog.sine[i0]), int(prog.sine[(i0 + 1) & st.sine_mask])
+                                r = lo + (((hi - lo) * (ph & ((1 << E) - 1)) + (1 << (E - 1))) >> E)
+                                v = min(max(r, st.sat_lo), st.sat_hi)
                             elif st.act == 2:
                                 ph = ((v * st.sine_c + (1 << (SINE_SHIFT - 1))) >> SINE_SHIFT) & st.sine_mask
                                 v = min(max(int(prog.sine[ph]), st.sat_lo), st.sat_hi)

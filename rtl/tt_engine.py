@@ -4,7 +4,8 @@ One generic datapath computes every absorption step of every layer (rtl/descript
 P MAC lanes take P state rows f of one group and share the core operand; for each core
 column c they accumulate a K-long exact inner product, then a single serial "drain" adds the
 bias (last step of a layer), requantises (round half up, saturate), applies the activation
-(identity / ReLU / table sine) and scatters the result into the next step's layout.
+(identity / ReLU / table sine, or the interpolated table sine of the PINN path when built with
+EngineParams.sine_interp_bits) and scatters the result into the next step's layout.
 
 Interfaces (docs/rtl.md has the memory map, descriptor format and timing):
   i      lib.stream sink of input codes, natural row-major order, n_in per sample
@@ -17,7 +18,7 @@ computes, and the outputs of sample b stream out while sample b+1 computes.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -75,6 +76,8 @@ class TTEngine(wiring.Component):
         D = p.drains
         biases_w, biases_rs = biases.write_port(), [biases.read_port() for _ in range(D)]
         sine_w, sine_rs = sine.write_port(), [sine.read_port() for _ in range(D)]
+        # interpolating builds read T[i] and T[i + 1]: a second sine read port per drain
+        sine_r2s = [sine.read_port() for _ in range(D)] if p.sine_interp_bits else [None] * D
         in_w, in_r = buf_in.write_port(granularity=1), buf_in.read_port()
         a_ws, a_r = [buf_a.write_port(granularity=1) for _ in range(D)], buf_a.read_port()
         b_ws, b_r = [buf_b.write_port(granularity=1) for _ in range(D)], buf_b.read_port()
@@ -130,13 +133,18 @@ class TTEngine(wiring.Component):
         ld_ok = busy & ~in_full & (loaded != batch)
         m.d.comb += self.i.ready.eq(ld_ok)
         xf = xodo.sums[0].as_unsigned()
-        m.d.comb += [
-            in_w.addr.eq((xf >> LB) * hdr.x_knext + xodo.sums[1].as_unsigned()),
-        ]
+        # The write is registered (timing: address multiply-add and the stream's data end in a
+        # register); it lands one cycle later, before the sequencer (>= 3 cycles after in_full) reads.
+        in_q = Signal(data.StructLayout({"en": P, "addr": p.addr_bits, "data": signed(W)}))
+        m.d.sync += [in_q.addr.eq((xf >> LB) * hdr.x_knext + xodo.sums[1].as_unsigned()),
+                     in_q.data.eq(self.i.payload), in_q.en.eq(0)]
+        m.d.comb += in_w.addr.eq(in_q.addr)
         for lane in range(P):
-            m.d.comb += in_w.data[lane].eq(self.i.payload)
+            m.d.comb += in_w.data[lane].eq(in_q.data)
+        m.d.comb += in_w.en.eq(in_q.en)
         with m.If(self.i.valid & ld_ok):
-            m.d.comb += [in_w.en.eq(Const(1, P) << xf[:LB] if P > 1 else 1), xodo.step.eq(1)]
+            m.d.sync += in_q.en.eq(Const(1, P) << xf[:LB] if P > 1 else 1)
+            m.d.comb += xodo.step.eq(1)
             m.d.sync += ld_count.eq(ld_count + 1)
             with m.If(ld_count + 1 == hdr.n_in):
                 m.d.sync += [ld_count.eq(0), in_full.eq(1), loaded.eq(loaded + 1)]
@@ -177,8 +185,10 @@ class TTEngine(wiring.Component):
                                         "wf": signed(p.addr_bits), "wk": signed(p.addr_bits),
                                         "wb": signed(p.addr_bits)})
         tok_a = Signal(tok_layout)
-        tok_b = Signal(tok_layout)
-        tok_c = Signal(tok_layout)
+        tok_b = Signal(tok_layout)   # operands out of the block RAMs
+        tok_p = Signal(tok_layout)   # operands registered
+        tok_q = Signal(tok_layout)   # products registered; accumulated at the end of this stage
+        tok_c = Signal(tok_layout)   # accumulation done
         m.d.comb += [
             tok_a.valid.eq(issuing),
             tok_a.first.eq((modo.idx[0] == 0) & (modo.idx[1] == 0)),
@@ -187,7 +197,7 @@ class TTEngine(wiring.Component):
             tok_a.wf.eq(modo.sums[2]), tok_a.wk.eq(modo.sums[3]), tok_a.wb.eq(modo.sums[4]),
         ]
         with m.If(advance):
-            m.d.sync += [tok_b.eq(tok_a), tok_c.eq(tok_b)]
+            m.d.sync += [tok_b.eq(tok_a), tok_p.eq(tok_b), tok_q.eq(tok_p), tok_c.eq(tok_q)]
             with m.If(issuing):
                 m.d.comb += modo.step.eq(1)
                 with m.If(modo.at_end):
@@ -195,16 +205,23 @@ class TTEngine(wiring.Component):
                     with m.If(grp + 1 == desc.n_groups):
                         m.d.sync += issuing.eq(0)
 
+        # MAC pipeline (timing): block RAM outputs -> operand registers -> product registers -> accumulate;
+        # every stage holds while the pipeline stalls (advance low), like the RAM read enables.
         acc_shape = signed(p.acc_bits)
         acc = Signal(data.ArrayLayout(acc_shape, P))
-        gval = cores_r.data
-        with m.If(advance & tok_b.valid):
+        x_q = Signal(lane_shape)
+        g_q = Signal(signed(p.weight_bits))
+        prod = Signal(data.ArrayLayout(signed(W + p.weight_bits), P))
+        with m.If(advance):
+            m.d.sync += [x_q.eq(src_data), g_q.eq(cores_r.data)]
             for lane in range(P):
-                prod = src_data[lane] * gval
-                with m.If(tok_b.first):
-                    m.d.sync += acc[lane].eq(prod)
+                m.d.sync += prod[lane].eq(x_q[lane] * g_q)
+        with m.If(advance & tok_q.valid):
+            for lane in range(P):
+                with m.If(tok_q.first):
+                    m.d.sync += acc[lane].eq(prod[lane])
                 with m.Else():
-                    m.d.sync += acc[lane].eq(acc[lane] + prod)
+                    m.d.sync += acc[lane].eq(acc[lane] + prod[lane])
 
         # --- hold register between the lanes and the serial drain -----------------------------------------
         hold = Signal(data.ArrayLayout(acc_shape, P))
@@ -214,7 +231,8 @@ class TTEngine(wiring.Component):
         n_valid = Signal(p.count_bits + 1)   # lanes of the held group that are real rows
         filled = Signal(p.count_bits)        # groups whose row addresses the walker has written
         drained = Signal(p.count_bits)       # groups fully drained
-        m.d.comb += n_valid.eq(desc.n_f - (hold_tok.grp << LB))
+        # n_valid is registered with the hold register (timing: no subtractor before the stall signal,
+        # which fans out to every MAC stage); desc is constant while a step's groups are held.
         last_lane = Signal()
         m.d.comb += last_lane.eq((d_lane + D >= P) | (d_lane + D >= n_valid))
         draining = Signal()
@@ -230,7 +248,8 @@ class TTEngine(wiring.Component):
         with m.Elif(draining):
             m.d.sync += d_lane.eq(d_lane + D)
         with m.If(handoff & hold_free):
-            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1)]
+            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1),
+                         n_valid.eq(desc.n_f - (tok_c.grp << LB))]
 
         # --- row walker: (f', kk', bias) parts of the P rows of a group, two banks ------------------------
         m.submodules.fodo = fodo = Odometer(p.f_levels, 3, p.count_bits, p.addr_bits, "row")
@@ -262,7 +281,8 @@ class TTEngine(wiring.Component):
         for k in range(D):
             drain_busy = drain_busy | self._drain(m, k, desc, hold, hold_tok, rows, d_lane, draining, n_valid,
                                                   biases_rs[k], sine_rs[k],
-                                                  ((a_ws[k], BUF_A), (b_ws[k], BUF_B), (out_ws[k], BUF_OUT)))
+                                                  ((a_ws[k], BUF_A), (b_ws[k], BUF_B), (out_ws[k], BUF_OUT)),
+                                                  sine_r2s[k])
 
         # --- output unloader: buf_out -> stream ------------------------------------------------------------
         u_idx = Signal(p.count_bits)
@@ -304,7 +324,7 @@ class TTEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += step_active.eq(1)
-                with m.If(~issuing & ~tok_b.valid & ~tok_c.valid & ~hold_full & ~drain_busy):
+                with m.If(~issuing & ~tok_b.valid & ~tok_p.valid & ~tok_q.valid & ~tok_c.valid & ~hold_full & ~drain_busy):
                     m.next = "STEP_DONE"
             with m.State("STEP_DONE"):
                 with m.If(desc.src == BUF_IN):
@@ -327,7 +347,7 @@ class TTEngine(wiring.Component):
         return m
 
     def _drain(self, m: Module, k: int, desc, hold, hold_tok, rows, d_lane, draining, n_valid, biases_r, sine_r,
-               ports) -> Value:
+               ports, sine_r2=None) -> Value:
         """Drain pipeline k: lane d_lane + k of the hold register -> bias, round, saturate, act -> write."""
         p = self.params
         P, W, LB = p.lanes, p.data_bits, p.lane_bits
@@ -356,49 +376,96 @@ class TTEngine(wiring.Component):
         m.d.sync += [d2.valid.eq(d1.valid), d2.acc.eq(d1.acc),
                      d2.word.eq((f1 >> LB) * desc.knext + d1.k.as_unsigned()),
                      d2.lane.eq(f1[:LB] if P > 1 else 0)]
-        d3 = Signal(name=f"d3{sfx}", shape=data.StructLayout({
-            "valid": 1, "sum": sum_shape, "word": unsigned(p.addr_bits),
-                                        "lane": unsigned(max(1, LB))}))
+        # Timing: the bias shift, the bias add, the rounding add, the variable right shift and the
+        # saturation each get their own stage (d2b, d3, d3r, d3s, d4), and the sine phase product is
+        # split into three registered partial products (d4m) summed in d5; values are bit-identical
+        # to the one-stage forms (two's complement sums truncated to the same widths).
+        lane_w = unsigned(max(1, LB))
+        d2b = Signal(name=f"d2b{sfx}", shape=data.StructLayout({
+            "valid": 1, "acc": acc_shape, "bsh": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
         with m.If(desc.last):
-            m.d.sync += d3.sum.eq(d2.acc + (biases_r.data << desc.bshift))
+            m.d.sync += d2b.bsh.eq(biases_r.data << desc.bshift)
         with m.Else():
-            m.d.sync += d3.sum.eq(d2.acc)
-        m.d.sync += [d3.valid.eq(d2.valid), d3.word.eq(d2.word), d3.lane.eq(d2.lane)]
-        d4 = Signal(name=f"d4{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
-                                        "lane": unsigned(max(1, LB))}))
+            m.d.sync += d2b.bsh.eq(0)
+        m.d.sync += [d2b.valid.eq(d2.valid), d2b.acc.eq(d2.acc), d2b.word.eq(d2.word), d2b.lane.eq(d2.lane)]
+        d3 = Signal(name=f"d3{sfx}", shape=data.StructLayout({
+            "valid": 1, "sum": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
+        m.d.sync += [d3.sum.eq(d2b.acc + d2b.bsh),
+                     d3.valid.eq(d2b.valid), d3.word.eq(d2b.word), d3.lane.eq(d2b.lane)]
         rnd = Signal(sum_shape, name=f"rnd{sfx}")
         m.d.comb += rnd.eq((Const(1, p.acc_bits) << desc.shift) >> 1)
-        rounded = Signal(signed(p.acc_bits + 2), name=f"rounded{sfx}")
-        m.d.comb += rounded.eq((d3.sum + rnd) >> desc.shift)
+        wide = signed(p.acc_bits + 2)
+        d3r = Signal(name=f"d3r{sfx}", shape=data.StructLayout({
+            "valid": 1, "v": wide, "word": unsigned(p.addr_bits), "lane": lane_w}))
+        m.d.sync += [d3r.v.eq(d3.sum + rnd), d3r.valid.eq(d3.valid), d3r.word.eq(d3.word), d3r.lane.eq(d3.lane)]
+        d3s = Signal(name=f"d3s{sfx}", shape=data.StructLayout({
+            "valid": 1, "v": wide, "word": unsigned(p.addr_bits), "lane": lane_w}))
+        m.d.sync += [d3s.v.eq(d3r.v >> desc.shift), d3s.valid.eq(d3r.valid), d3s.word.eq(d3r.word),
+                     d3s.lane.eq(d3r.lane)]
+        d4 = Signal(name=f"d4{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
+                                        "lane": lane_w}))
+        rounded = d3s.v
         with m.If(rounded < desc.sat_lo):
             m.d.sync += d4.v.eq(desc.sat_lo)
         with m.Elif(rounded > desc.sat_hi):
             m.d.sync += d4.v.eq(desc.sat_hi)
         with m.Else():
             m.d.sync += d4.v.eq(rounded)
-        m.d.sync += [d4.valid.eq(d3.valid), d4.word.eq(d3.word), d4.lane.eq(d3.lane)]
+        m.d.sync += [d4.valid.eq(d3s.valid), d4.word.eq(d3s.word), d4.lane.eq(d3s.lane)]
+        c_cuts = (0, 14, 27, 40)                              # sine_c (40 bits) in three chunks
+        d4m = Signal(name=f"d4m{sfx}", shape=data.StructLayout({
+            "valid": 1, "v": signed(W), "word": unsigned(p.addr_bits), "lane": lane_w,
+            **{f"pp{i}": signed(W + 15) for i in range(3)}}))
+        for i in range(3):
+            m.d.sync += d4m[f"pp{i}"].eq(d4.v * desc.sine_c[c_cuts[i]:c_cuts[i + 1]])
+        m.d.sync += [d4m.valid.eq(d4.valid), d4m.v.eq(d4.v), d4m.word.eq(d4.word), d4m.lane.eq(d4.lane)]
         d5 = Signal(name=f"d5{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
-                                        "lane": unsigned(max(1, LB)), "phase": unsigned(p.sine_bits)}))
+                                        "lane": lane_w, "phase": unsigned(p.sine_bits)}))
         phase_prod = Signal(signed(W + 41 + 1), name=f"phase_prod{sfx}")
-        m.d.comb += phase_prod.eq(d4.v * desc.sine_c + (1 << (SINE_SHIFT - 1)))
+        m.d.comb += phase_prod.eq(d4m.pp0 + (d4m.pp1 << c_cuts[1]) + (d4m.pp2 << c_cuts[2])
+                                  + (1 << (SINE_SHIFT - 1)))
         m.d.sync += d5.phase.eq(phase_prod[SINE_SHIFT:SINE_SHIFT + p.sine_bits] & desc.sine_mask)
-        with m.If((desc.act == 1) & desc.last & (d4.v < 0)):
+        with m.If((desc.act == 1) & desc.last & (d4m.v < 0)):
             m.d.sync += d5.v.eq(0)
         with m.Else():
-            m.d.sync += d5.v.eq(d4.v)
-        m.d.sync += [d5.valid.eq(d4.valid), d5.word.eq(d4.word), d5.lane.eq(d4.lane)]
+            m.d.sync += d5.v.eq(d4m.v)
+        m.d.sync += [d5.valid.eq(d4m.valid), d5.word.eq(d4m.word), d5.lane.eq(d4m.lane)]
         m.d.comb += sine_r.addr.eq(d5.phase)
+        E = p.sine_interp_bits
+        if E:
+            # Interpolated sine (golden hjb.sine_fixed_interp), steps with sine_shift != 0:
+            # ph = round_half_up(v * C, sine_shift), T[i] and T[i + 1] at i = (ph >> E) & mask,
+            # result T[i] + round_half_up((T[i+1] - T[i]) * (ph mod 2^E), E), then saturate.
+            interp = desc.sine_shift != 0
+            full = Signal(signed(W + 42), name=f"phase_full{sfx}")
+            m.d.comb += full.eq(d4m.pp0 + (d4m.pp1 << c_cuts[1]) + (d4m.pp2 << c_cuts[2]))
+            ph = Signal(signed(W + 42), name=f"phase_i{sfx}")
+            m.d.comb += ph.eq((full + ((Const(1, 64) << desc.sine_shift) >> 1)) >> desc.sine_shift)
+            frac5 = Signal(E, name=f"sine_frac5{sfx}")
+            frac6 = Signal(E, name=f"sine_frac6{sfx}")
+            with m.If(interp):
+                m.d.sync += d5.phase.eq(ph[E:E + p.sine_bits] & desc.sine_mask)
+            m.d.sync += [frac5.eq(ph[:E]), frac6.eq(frac5)]
+            m.d.comb += sine_r2.addr.eq((d5.phase + 1) & desc.sine_mask)
+            diff = Signal(signed(W + 1), name=f"sine_diff{sfx}")
+            step = Signal(signed(W + E + 2), name=f"sine_step{sfx}")
+            sine_ip = Signal(signed(W + 2), name=f"sine_interp{sfx}")
+            m.d.comb += [diff.eq(sine_r2.data - sine_r.data), step.eq(diff * frac6),
+                         sine_ip.eq(sine_r.data + ((step + (1 << (E - 1))) >> E))]
+            sine_val = Mux(interp, sine_ip, sine_r.data)
+        else:
+            sine_val = sine_r.data
         d6 = Signal(name=f"d6{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
                                         "lane": unsigned(max(1, LB)), "sine": 1}))
         m.d.sync += [d6.valid.eq(d5.valid), d6.v.eq(d5.v), d6.word.eq(d5.word), d6.lane.eq(d5.lane),
                      d6.sine.eq(desc.last & (desc.act == 2))]
         result = Signal(signed(W), name=f"result{sfx}")
-        with m.If(d6.sine & (sine_r.data < desc.sat_lo)):
+        with m.If(d6.sine & (sine_val < desc.sat_lo)):
             m.d.comb += result.eq(desc.sat_lo)
-        with m.Elif(d6.sine & (sine_r.data > desc.sat_hi)):
+        with m.Elif(d6.sine & (sine_val > desc.sat_hi)):
             m.d.comb += result.eq(desc.sat_hi)
         with m.Elif(d6.sine):
-            m.d.comb += result.eq(sine_r.data)
+            m.d.comb += result.eq(sine_val)
         with m.Else():
             m.d.comb += result.eq(d6.v)
         lane_en = (Const(1, P) << d6.lane) if P > 1 else Const(1, 1)
@@ -408,4 +475,5 @@ class TTEngine(wiring.Component):
                 m.d.comb += port.data[lane].eq(result)
             with m.If(d6.valid & (desc.dst == code)):
                 m.d.comb += port.en.eq(lane_en)
-        return d1.valid | d2.valid | d3.valid | d4.valid | d5.valid | d6.valid
+        return d1.valid | d2.valid | d2b.valid | d3.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \
+            | d5.valid | d6.valid

@@ -32,6 +32,12 @@ The forward engine is any component with rtl/tt_engine.TTEngine's interface (``i
 ``cfg_*`` write bus, ``start``/``batch``/``busy``): the TT engine itself or the small
 rtl/zo_dense_engine.DenseEngine.  While the trainer is idle, the host's ``cfg_*`` writes pass
 through to the engine (its program: header, step descriptors, sine table).
+
+Loss source: with a cross-entropy engine (the TT engine, the dense engine) a forward pass streams the
+batch through the engine into the loss unit.  When ``engine`` is a loss source itself
+(``engine.loss_source``: rtl/pinn_loss.PinnLoss, the HJB residual loss over on-chip collocation
+points), a forward pass is ``start`` -> fall of ``busy`` and the batch loss is its ``loss_sum``; the
+inputs/labels memories and the loss unit are not built, and ``correct`` is logged as 0.
 """
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
@@ -47,7 +53,7 @@ from .loss_unit import LossUnit
 from .tt_engine import CFG_ADDR_BITS
 from .perturb import Mode, Perturber, XiKind
 from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32
-from .zo_update import CgeUpdate, SignRgeUpdate, momentum_next
+from .zo_update import CgeUpdate, SignRgeUpdate
 
 
 class HostTarget:
@@ -90,6 +96,9 @@ class ZoTrainer(wiring.Component):
         self.addr_bits = max(1, (n_params - 1).bit_length())
         self.batch_bits = 16
         self.sum_bits = loss.bits + self.batch_bits
+        self.pinn = bool(getattr(engine, "loss_source", False))   # the engine computes the batch loss itself
+        if self.pinn:
+            self.sum_bits = engine.sum_bits
         self.host_addr_bits = max(self.addr_bits, (max_samples * n_inputs - 1).bit_length())
         super().__init__({
             # control registers
@@ -113,9 +122,10 @@ class ZoTrainer(wiring.Component):
             "last_l0": Out(signed(self.sum_bits)), "last_correct": Out(16), "changed": Out(unsigned(self.addr_bits + 1)),
         })
         self.params = memory.Memory(shape=signed(self.width), depth=n_params, init=[int(v) for v in params_init])
-        self.inputs = memory.Memory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
-                                    depth=max_samples * n_inputs, init=[int(v) for v in inputs_init])
-        self.labels = memory.Memory(shape=range(classes), depth=max_samples, init=[int(v) for v in labels_init])
+        if not self.pinn:   # a loss source holds its own batch (e.g. collocation points)
+            self.inputs = memory.Memory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
+                                        depth=max_samples * n_inputs, init=[int(v) for v in inputs_init])
+            self.labels = memory.Memory(shape=range(classes), depth=max_samples, init=[int(v) for v in labels_init])
         self.momentum = memory.Memory(shape=signed(B_BITS), depth=n_params, init=[int(v) for v in momentum_init])
         self.log = memory.Memory(shape=log_layout(self.sum_bits), depth=log_depth, init=[])
 
@@ -123,10 +133,11 @@ class ZoTrainer(wiring.Component):
         m = Module()
         eng = self.engine
         m.submodules.engine = eng
-        for name in ("params", "inputs", "labels", "momentum", "log"):
+        for name in ("params", "momentum", "log") if self.pinn else ("params", "inputs", "labels", "momentum", "log"):
             m.submodules[name] = getattr(self, name)
         m.submodules.perturb = pert = Perturber(self.max_segments, 1 << self.addr_bits, self.weight, self.bias)
-        m.submodules.loss = lossu = LossUnit(self.classes, self.act, self.lossf, self.batch_bits)
+        if not self.pinn:
+            m.submodules.loss = lossu = LossUnit(self.classes, self.act, self.lossf, self.batch_bits)
         m.submodules.update = upd = SignRgeUpdate(self.n_max, self.sum_bits + 1, self.max_segments,
                                                   1 << self.addr_bits, self.weight, self.bias)
         m.submodules.cge = cge = CgeUpdate(self.max_segments, 1 << self.addr_bits, self.weight, self.bias)
@@ -183,40 +194,48 @@ class ZoTrainer(wiring.Component):
                 m.d.comb += self.host_rd_data.eq(h_l.data.correct)
 
         # --- batch memories -> engine input stream; engine output -> loss unit ------------------------
-        x_rd = self.inputs.read_port()
-        x_wr = self.inputs.write_port()
-        m.d.comb += [x_wr.addr.eq(self.host_addr), x_wr.data.eq(self.host_data),
-                     x_wr.en.eq(host & (self.host_target == HostTarget.INPUTS))]
-        l_rd = self.labels.read_port()
-        l_wr = self.labels.write_port()
-        m.d.comb += [l_wr.addr.eq(self.host_addr), l_wr.data.eq(self.host_data),
-                     l_wr.en.eq(host & (self.host_target == HostTarget.LABELS))]
-        total_in = Signal(32)
-        m.d.comb += total_in.eq(self.n_samples * self.n_inputs)
-        src_idx = Signal(32)
-        sending = Signal()
-        can_adv = ~eng.i.valid | eng.i.ready
-        m.d.comb += [x_rd.addr.eq(src_idx), x_rd.en.eq(can_adv), eng.i.payload.eq(x_rd.data)]
-        with m.If(can_adv):
-            m.d.sync += eng.i.valid.eq(sending & (src_idx != total_in))
-            with m.If(sending & (src_idx != total_in)):
-                m.d.sync += src_idx.eq(src_idx + 1)
-        m.d.comb += [lossu.logits.payload.eq(eng.o.payload), lossu.logits.valid.eq(eng.o.valid),
-                     eng.o.ready.eq(lossu.logits.ready), lossu.result.ready.eq(1), eng.batch.eq(self.n_samples)]
-        lab_idx = Signal(range(self.max_samples + 1))
-        lab_next = Signal.like(lab_idx)
-        lab_restart = Signal()
-        feeding = Signal()  # labels flow only while a forward pass runs
-        m.d.comb += [lossu.label.payload.eq(l_rd.data), lossu.label.valid.eq(feeding & (lab_idx < self.n_samples)),
-                     lab_next.eq(Mux(lab_restart, 0, Mux(lossu.label.valid & lossu.label.ready, lab_idx + 1, lab_idx))),
-                     l_rd.addr.eq(lab_next)]
-        m.d.sync += lab_idx.eq(lab_next)
+        if self.pinn:       # the loss source streams its own batch
+            src_idx, sending, lab_restart, feeding = Signal(32), Signal(), Signal(), Signal()
+        else:
+            x_rd = self.inputs.read_port()
+            x_wr = self.inputs.write_port()
+            m.d.comb += [x_wr.addr.eq(self.host_addr), x_wr.data.eq(self.host_data),
+                         x_wr.en.eq(host & (self.host_target == HostTarget.INPUTS))]
+            l_rd = self.labels.read_port()
+            l_wr = self.labels.write_port()
+            m.d.comb += [l_wr.addr.eq(self.host_addr), l_wr.data.eq(self.host_data),
+                         l_wr.en.eq(host & (self.host_target == HostTarget.LABELS))]
+            total_in = Signal(32)
+            m.d.comb += total_in.eq(self.n_samples * self.n_inputs)
+            src_idx = Signal(32)
+            sending = Signal()
+            can_adv = ~eng.i.valid | eng.i.ready
+            m.d.comb += [x_rd.addr.eq(src_idx), x_rd.en.eq(can_adv), eng.i.payload.eq(x_rd.data)]
+            with m.If(can_adv):
+                m.d.sync += eng.i.valid.eq(sending & (src_idx != total_in))
+                with m.If(sending & (src_idx != total_in)):
+                    m.d.sync += src_idx.eq(src_idx + 1)
+            m.d.comb += [lossu.logits.payload.eq(eng.o.payload), lossu.logits.valid.eq(eng.o.valid),
+                         eng.o.ready.eq(lossu.logits.ready), lossu.result.ready.eq(1), eng.batch.eq(self.n_samples)]
+            lab_idx = Signal(range(self.max_samples + 1))
+            lab_next = Signal.like(lab_idx)
+            lab_restart = Signal()
+            feeding = Signal()  # labels flow only while a forward pass runs
+            m.d.comb += [lossu.label.payload.eq(l_rd.data), lossu.label.valid.eq(feeding & (lab_idx < self.n_samples)),
+                         lab_next.eq(Mux(lab_restart, 0, Mux(lossu.label.valid & lossu.label.ready, lab_idx + 1, lab_idx))),
+                         l_rd.addr.eq(lab_next)]
+            m.d.sync += lab_idx.eq(lab_next)
 
         # --- engine configuration bus: host while idle, the load pass while training -------------------
+        # The load pass's writes are registered (timing: the master parameter read, the perturbation
+        # and the saturation end in a register, not in the engine's memories); each lands one cycle
+        # later, still before the engine reads its cores.
         ld_en = Signal()
         ld_addr = Signal(CFG_ADDR_BITS)
+        ld_q = Signal(data.StructLayout({"en": 1, "addr": CFG_ADDR_BITS, "data": signed(self.width)}))
+        m.d.sync += [ld_q.en.eq(ld_en), ld_q.addr.eq(ld_addr), ld_q.data.eq(pert.theta_out.payload)]
         with m.If(self.busy):
-            m.d.comb += [eng.cfg_addr.eq(ld_addr), eng.cfg_data.eq(pert.theta_out.payload), eng.cfg_en.eq(ld_en)]
+            m.d.comb += [eng.cfg_addr.eq(ld_q.addr), eng.cfg_data.eq(ld_q.data), eng.cfg_en.eq(ld_q.en)]
         with m.Else():
             m.d.comb += [eng.cfg_addr.eq(self.cfg_addr), eng.cfg_data.eq(self.cfg_data), eng.cfg_en.eq(self.cfg_en)]
 
@@ -228,10 +247,23 @@ class ZoTrainer(wiring.Component):
         walk_rd = Signal()
         m.d.comb += [b_rd.addr.eq(Mux(walk_rd, p, cge.rd_addr)), cge.b_data.eq(b_rd.data)]
         walk_wr = Signal()
+        # momentum_next(b, g, m_code) in three registered stages (timing): b, the two halves of
+        # m_code * b, the rounded sum + g; then saturate into the write.  Bit-identical: b = lo + hi * 2^24.
+        b_q = Signal(signed(B_BITS))
+        b_lo = Signal(unsigned(24 + M_FRAC + 1))
+        b_hi = Signal(signed(B_BITS - 24 + M_FRAC + 2))
+        b_v = Signal(signed(max(B_BITS + M_FRAC + 3, len(g) + 2)))
+        b_lim = (1 << (B_BITS - 1)) - 1
+        b_sat = Signal(signed(B_BITS))
+        m_q = Signal.like(self.m_code)
+        m.d.sync += [b_q.eq(b_rd.data), m_q.eq(self.m_code),
+                     b_lo.eq(m_q * b_q[:24]), b_hi.eq(m_q * b_q[24:].as_signed()),
+                     b_v.eq(((b_lo + (b_hi << 24) + (1 << (M_FRAC - 1))) >> M_FRAC) + g)]
+        m.d.comb += b_sat.eq(Mux(b_v > b_lim, b_lim, Mux(b_v < -b_lim - 1, -b_lim - 1, b_v)))
         with m.If(host & (self.host_target == HostTarget.MOMENTUM)):
             m.d.comb += [b_wr.addr.eq(self.host_addr), b_wr.data.eq(self.host_data), b_wr.en.eq(1)]
         with m.Else():
-            m.d.comb += [b_wr.addr.eq(p), b_wr.data.eq(momentum_next(b_rd.data, g, self.m_code)), b_wr.en.eq(walk_wr)]
+            m.d.comb += [b_wr.addr.eq(p), b_wr.data.eq(b_sat), b_wr.en.eq(walk_wr)]
 
         # --- hyperparameters into the blocks --------------------------------------------------------
         t = Signal(32)
@@ -254,10 +286,11 @@ class ZoTrainer(wiring.Component):
         for i in range(self.n_max):
             m.d.comb += upd.d[i].eq(d[i])
         wait = Signal(range(SEEDER_LATENCY + 1))
+        loss_now = eng.loss_sum if self.pinn else lossu.batch_loss
+        correct_now = 0 if self.pinn else lossu.correct
         log_wr = self.log.write_port()
         m.d.comb += [log_wr.addr.eq(self.forwards[:max(1, (self.log_depth - 1).bit_length())]),
-                     log_wr.data.loss.eq(lossu.batch_loss), log_wr.data.correct.eq(lossu.correct)]
-        loss_now = lossu.batch_loss
+                     log_wr.data.loss.eq(loss_now), log_wr.data.correct.eq(correct_now)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
@@ -306,20 +339,25 @@ class ZoTrainer(wiring.Component):
                     with m.Else():
                         m.next = "L_OPEN"
             with m.State("FWD_START"):
-                m.d.comb += [lossu.clear.eq(1), eng.start.eq(1)]
-                m.d.comb += lab_restart.eq(1)
-                m.d.sync += [src_idx.eq(0), sending.eq(1), eng.i.valid.eq(0)]
+                if self.pinn:
+                    m.d.comb += eng.start.eq(1)
+                else:
+                    m.d.comb += [lossu.clear.eq(1), eng.start.eq(1)]
+                    m.d.comb += lab_restart.eq(1)
+                    m.d.sync += [src_idx.eq(0), sending.eq(1), eng.i.valid.eq(0)]
                 m.next = "FWD_WAIT"
             with m.State("FWD_WAIT"):
                 m.d.comb += feeding.eq(1)
-                with m.If(~eng.busy & (lossu.samples == self.n_samples) & ~lossu.result.valid):
+                fwd_done = ~eng.busy if self.pinn else \
+                    ~eng.busy & (lossu.samples == self.n_samples) & ~lossu.result.valid
+                with m.If(fwd_done):
                     m.d.sync += sending.eq(0)
                     m.next = "RECORD"
             with m.State("RECORD"):
                 m.d.comb += log_wr.en.eq(1)
                 m.d.sync += [self.forwards.eq(self.forwards + 1), wait.eq(0)]
                 with m.If(q == 0):
-                    m.d.sync += [l0.eq(loss_now), self.last_l0.eq(loss_now), self.last_correct.eq(lossu.correct),
+                    m.d.sync += [l0.eq(loss_now), self.last_l0.eq(loss_now), self.last_correct.eq(correct_now),
                                  q.eq(1), p.eq(0)]
                 with m.If(is_cge):
                     with m.If(q == 0):
@@ -372,6 +410,15 @@ class ZoTrainer(wiring.Component):
                     m.d.sync += g.eq(0)
                     m.next = "CW_MOM_RD"
             with m.State("CW_MOM_RD"):    # momentum read address = p
+                m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_B"
+            with m.State("CW_MOM_B"):     # b_q <- b_p
+                m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_P"
+            with m.State("CW_MOM_P"):     # m_code * b_p in two halves
+                m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_V"
+            with m.State("CW_MOM_V"):     # round, + g_p
                 m.d.comb += walk_rd.eq(1)
                 m.next = "CW_MOM_WR"
             with m.State("CW_MOM_WR"):    # b_p <- sat(round(m * b_p) + g_p); next coordinate

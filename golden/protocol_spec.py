@@ -95,6 +95,7 @@ CAP_INFERENCE = 0x0001
 CAP_STEPS = 0x0002
 CAP_UART = 0x0004
 CAP_STREAM = 0x0008
+CAP_PINN = 0x0010        # the forward pass is the HJB residual loss (NODES/COLLOC regions, docs/board.md)
 
 #: Payload layouts of the commands (little endian).
 WRITE_HDR = struct.Struct("<BI")      # region, byte offset; data follows
@@ -231,7 +232,7 @@ class Identify:
 
     def to_dict(self) -> dict:
         caps = [n for n, bit in (("inference", CAP_INFERENCE), ("steps", CAP_STEPS), ("uart", CAP_UART),
-                                 ("stream", CAP_STREAM)) if self.capabilities & bit]
+                                 ("stream", CAP_STREAM), ("pinn", CAP_PINN)) if self.capabilities & bit]
         fmts = {n: f"{'s' if s else 'u'}{b}.{f}" for n, (b, f, s) in zip(FORMAT_FIELDS, self.formats)}
         fmts["sine_bits"] = self.sine_bits
         return {

@@ -14,7 +14,13 @@ golden/train.py's loop (``train_mnist(config, stepper=BoardStepper(...))``), so 
 and plots are the golden backend's.  Supported on chip: fixed-point signRGE with forward
 differences (the trainer's CGE momentum is 47 bits wide and has no readable region yet, so CGE and
 hybrid runs are refused with a clear message).
+
+HJB designs (identify capability ``pinn``, rtl/board_top.py "PINN designs"): the same session loads
+the node table and collocation points (``load_hjb``; formats from golden/stein_fixed.py), sets the
+loss block's registers with ``configure_hjb`` and evaluates the HJB loss with ``hjb_loss`` (one
+forward pass, RUN_INFERENCE) or trains on it with ``run_steps``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,13 +79,23 @@ class BoardSession:
             raise BoardError(f"{board.url}: params region holds {have} codes, {self.net.name} needs "
                              f"{self.net.n_params}")
         self.pf = zo_fixed.ParamFormats.of(self.net, self.cfg)
+        self.pinn = bool(board.info.capabilities & P.CAP_PINN)
+        if self.pinn != bool(self.bp.pinn):
+            raise BoardError(f"{board.url}: design {board.info.name} {'reports' if self.pinn else 'lacks'} the "
+                             "pinn capability, unlike this host's profile of it")
+        self.max_nodes = self.max_points = self.max_dim = 0
+        if self.pinn:
+            self.max_nodes, self.max_points, self.max_dim = board.read_results(T.RES_MAX_NODES, 3)
 
     # --- loading -------------------------------------------------------------------------------------
     def load_program(self) -> int:
         """The engine program (header, step descriptors, sine table) into region `program`; returns words."""
         from ttzo.rtl.descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT, compile_network
         zeros = np.zeros(self.net.n_params, dtype=np.int64)
-        prog = compile_network(self.net, self.net.unflatten(zeros), self.cfg, self.bp.engine)
+        if self.pinn:     # the loss block's engine computes the interpolated sine (golden/hjb.py)
+            prog = compile_network(self.net, self.net.unflatten(zeros), self.bp.cfg, self.bp.engine, "interp")
+        else:
+            prog = compile_network(self.net, self.net.unflatten(zeros), self.cfg, self.bp.engine)
         writes = sorted((a, d) for a, d in prog.bus_writes() if (a >> REGION_SHIFT) not in (REGION_CORES, REGION_BIASES))
         runs: list[tuple[int, list[int]]] = []
         for a, d in writes:                         # contiguous runs -> one WRITE_REGION stream each
@@ -115,6 +131,24 @@ class BoardSession:
         self.board.write_region(P.Region.LABELS, np.asarray(y, dtype=np.uint8).tobytes())
         return len(y)
 
+    def load_hjb(self, table, points: np.ndarray) -> tuple[int, int, int]:
+        """A fixed-point node table (golden.stein_fixed.TableCodes) and collocation points (P, D input
+        codes) into NODES / COLLOC; returns (nodes, points, dim) for configure_hjb."""
+        if not self.pinn:
+            raise BoardError(f"{self.board.url}: design {self.board.info.name} has no HJB loss block")
+        x = np.asarray(points, dtype=np.int64)
+        J, D = table.count, table.dim
+        if not (1 <= D <= self.max_dim and 1 <= J <= self.max_nodes):
+            raise ValueError(f"node table of {J} nodes in {D} dimensions: the board holds 1..{self.max_nodes} "
+                             f"nodes in 1..{self.max_dim} dimensions")
+        if D != self.net.in_features:
+            raise ValueError(f"node table dimension {D} differs from {self.net.name}'s {self.net.in_features} inputs")
+        if x.ndim != 2 or x.shape[1] != D or not 1 <= len(x) <= self.max_points:
+            raise ValueError(f"collocation points of shape {x.shape}: need (1..{self.max_points}, {D})")
+        self.board.load_node_table(table)
+        self.board.load_points(x)
+        return J, len(x), D
+
     # --- configuration -----------------------------------------------------------------------------
     def _split(self, codes: np.ndarray) -> tuple[int, int]:
         w, b = ~self.pf.is_bias, self.pf.is_bias
@@ -146,6 +180,35 @@ class BoardSession:
         regs = self.registers(**kw)
         self.board.configure(0, regs)
         return regs
+
+    def configure_hjb(self, sizes: tuple[int, int, int], *, seed: int = 0, step0: int = 0, queries: int = 0,
+                      mu: float = 0.01, alpha: float = 0.0, kind: str = "rademacher") -> list[int]:
+        """signRGE registers on the HJB loss plus the loss block's (nodes, points, dim) from load_hjb."""
+        if not self.pinn:
+            raise BoardError(f"{self.board.url}: design {self.board.info.name} has no HJB loss block")
+        regs = self.registers(seed=seed, step0=step0, n_samples=1, queries=queries, mu=mu, alpha=alpha, kind=kind)
+        for k, v in enumerate(sizes):
+            regs[self.bp.pinn_config0 + k] = int(v)
+        self.board.configure(0, regs)
+        return regs
+
+    def read_hjb_points(self, n_points: int, dim: int) -> dict[str, np.ndarray]:
+        """Per-point codes of the last forward pass from region OUTPUTS: grad (P, D), lap, res, loss (P,)
+        (golden/stein_fixed.py's SteinResult fields; the unperturbed pass after hjb_loss)."""
+        stride = self.max_dim + 3
+        if not (1 <= n_points <= self.max_points and 1 <= dim <= self.max_dim):
+            raise ValueError(f"{n_points} points in {dim} dimensions: the board holds 1..{self.max_points} "
+                             f"points in 1..{self.max_dim} dimensions")
+        data = self.board.read_region(P.Region.OUTPUTS, 8 * stride * n_points)
+        lo = bytes_to_words(data, 32, signed=False)[0::2]
+        hi = bytes_to_words(data, 32, signed=True)[1::2]
+        v = (lo + (hi << 32)).reshape(n_points, stride)     # (lo, hi) -> signed 64-bit codes
+        return {"grad": v[:, :dim], "lap": v[:, dim], "res": v[:, dim + 1], "loss": v[:, dim + 2]}
+
+    def hjb_loss(self, timeout: float = 600.0) -> int:
+        """One HJB loss evaluation on chip (RUN_INFERENCE): the integer sum of the per-point r^2 codes
+        (golden/stein_fixed.py's loss_sum, loss format from IDENTIFY); parameters unchanged."""
+        return self.run_inference(timeout).loss0
 
     # --- operations ---------------------------------------------------------------------------------
     def run_steps(self, k: int, timeout: float = 3600.0) -> RunResult:

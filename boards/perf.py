@@ -86,6 +86,48 @@ def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, querie
                 "+ 60000*785*10/(baud*eff)")
 
 
+#: Cycle counts of the full design (rtl/board_top: ZO trainer + TT engine, P = 16, one drain), MNIST TT
+#: r = 6, batch 64, measured by cosimulation (docs/rtl-zo.md, `ttzo sim zo-step --optimizer signrge --rank 6
+#: --batch 64 --steps 1 --queries 2 --json`: 5,119,467 cycles for one signRGE step with N = 2, i.e. three
+#: forward passes plus the update pass) and docs/rtl.md (TT engine alone, P = 16, drains = 1: 26,567
+#: cycles per sample).  The update pass costs n_params + N + 10 cycles (rtl/zo_update.SignRgeUpdate).
+FULL_R6_STEP_N2_CYCLES = 5_119_467
+FULL_R6_SAMPLE_CYCLES = 26_567
+FULL_R6_PARAMS = 3962
+#: Cycles the timing pipeline stages added after those measurements cost per sample: 2 MAC + 4 drain
+#: stages of fill per absorption step, 8 steps per sample (rtl/tt_engine.py).
+FULL_R6_TIMING_CYCLES_PER_SAMPLE = 6 * 8
+
+
+def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud: int = 3_000_000,
+                     link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> Perf:
+    """Epoch time of the full design from its simulated cycle counts (MNIST r = 6, B = 64 only).
+
+    A forward pass of the batch (load pass + 64 samples + loss) is F = (S_2 - U_2) / 3 cycles,
+    S_2 the measured N = 2 step and U_N = n_params + N + 10 the update pass; a step with N queries
+    is (N + 1) F + U_N (each random query adds its seeding and checkpoint walk, ~n_params cycles,
+    to F's load pass: the N = 2 measurement includes two of the three, so this is within 0.1 %).
+    F also gets the fill cycles of the pipeline stages added for timing after the measurement.
+    """
+    if batch != 64:
+        raise ValueError("the full design's cycle counts were measured with batch 64")
+    upd2 = FULL_R6_PARAMS + 2 + 10
+    fwd = round((FULL_R6_STEP_N2_CYCLES - upd2) / 3) + batch * FULL_R6_TIMING_CYCLES_PER_SAMPLE
+    cs = (queries + 1) * fwd + FULL_R6_PARAMS + queries + 10
+    steps = math.ceil(MNIST_TRAIN / batch)
+    ce = steps * cs
+    compute = ce / fmax_hz
+    link = MNIST_TRAIN * BYTES_PER_SAMPLE * 10 / baud / link_efficiency
+    net = mnist_tt(6)
+    macs = net.macs("chosen")
+    return Perf(net.name, 16, fmax_hz, macs / (16 * FULL_R6_SAMPLE_CYCLES),
+                "measured cycles (cosimulation of the full design)", macs, FULL_R6_SAMPLE_CYCLES,
+                batch * (queries + 1), cs, steps, ce, FULL_R6_SAMPLE_CYCLES / fmax_hz, cs / fmax_hz, compute, link,
+                compute + link, baud,
+                f"F = (S_2 - U_2)/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} = {fwd} cycles per forward pass of 64 "
+                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + D + N + 10; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)")
+
+
 def machine() -> str:
     """CPU model, core count, OS and Python of this machine (for reports)."""
     cpu = _platform.processor() or _platform.machine()

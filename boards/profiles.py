@@ -69,6 +69,7 @@ class BoardProfile:
     rank: int = 6                     # MNIST TT rank the memories are sized for by default (--rank)
     batch: int = 64                   # samples held on chip per training step
     queries: int = 10                 # signRGE perturbations N (2N + 1 forward passes per sample)
+    default_core: str = "full"        # boards.top core built without --core (docs/boards.md)
 
     def platform(self) -> Platform:
         return self.platform_factory()
@@ -101,13 +102,13 @@ PROFILES: dict[str, BoardProfile] = {
         BoardProfile(
             name="icebreaker", title="1BitSquared iCEBreaker", family="ice40", device="iCE40UP5K-SG48",
             platform_factory=_icebreaker, osc_hz=12e6, clock_hz=30e6, goal_hz=20e6, uart_baud=3_000_000,
-            lanes=8, rank=8,
+            lanes=8, rank=8, default_core="stand-in",
             capacity=Capacity(logic=5280, ff=5280, dsp=8, bram=30, bram_bits=4096, spram=4, logic_name="LC"),
             bitstream=True),
         BoardProfile(
             name="ulx3s-85f", title="Radiona ULX3S (LFE5U-85F)", family="ecp5", device="LFE5U-85F-6BG381C",
             platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=100e6, goal_hz=100e6, uart_baud=3_000_000,
-            lanes=32, rank=12,
+            lanes=32, rank=6,
             capacity=Capacity(logic=83640, ff=83640, dsp=156, bram=208, bram_bits=18432, logic_name="LUT4"),
             bitstream=True),
         BoardProfile(

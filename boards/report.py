@@ -15,7 +15,7 @@ from pathlib import Path
 from ttzo.golden.network import mnist_tt
 
 from .build import BuildResult
-from .perf import machine, perf_model
+from .perf import full_design_perf, machine, perf_model
 from .sizing import largest_rank, map_plan, memory_plan
 
 NEXTPNR_CELLS = {
@@ -23,6 +23,12 @@ NEXTPNR_CELLS = {
               "io": "SB_IO", "pll": "ICESTORM_PLL"},
     "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW", "dsp": "MULT18X18D",
              "bram": "DP16KD", "io": "TRELLIS_IO", "pll": "EHXPLLL"},
+}
+SYNTH_ONLY = {
+    "ice40": {"logic": (("SB_LUT4",), "logic"), "ff": (("SB_DFF",), "ff"), "carry": (("SB_CARRY",), "logic"),
+              "dsp": (("SB_MAC16",), "dsp"), "bram": (("SB_RAM40_4K",), "bram"), "spram": (("SB_SPRAM256KA",), "spram")},
+    "ecp5": {"logic": (("LUT4",), "logic"), "ff": (("TRELLIS_FF",), "ff"), "dsp": (("MULT18X18D",), "dsp"),
+             "bram": (("DP16KD",), "bram")},
 }
 XC7_LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
 XC7_LUTRAM = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32X1S": 1,
@@ -54,6 +60,13 @@ def resources(result: BuildResult) -> dict[str, dict]:
         if "ff" not in out:
             out["ff"] = {"cell": "SB_DFF*", "used": ffs, "available": cap.ff}
         out["logic"]["name"] = cap.logic_name
+        return out
+    if p.family in SYNTH_ONLY and cells:     # synthesised, not placed (it did not fit): Yosys' cell counts
+        out = {}
+        for role, (prefixes, cap_field) in SYNTH_ONLY[p.family].items():
+            out[role] = {"cell": "/".join(prefixes) + " (Yosys)", "used": sum(v for k, v in cells.items()
+                                                                               if k.startswith(prefixes)),
+                         "available": getattr(cap, cap_field)}
         return out
     if p.family == "xc7":
         luts = sum(cells.get(k, 0) for k in XC7_LUTS)
@@ -105,11 +118,15 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         run_hz, run_note = t["achieved_mhz"] * 1e6, "achieved Fmax (timing NOT met at the target)"
     plan = memory_plan(mnist_tt(result.rank), p.lanes, p.batch)
     plan_r6 = memory_plan(mnist_tt(perf_rank), p.lanes, p.batch)
-    perf = perf_model(perf_rank, p.lanes, run_hz, batch=p.batch, queries=p.queries, baud=p.uart_baud,
-                      utilisation=utilisation, forward_cycles=forward_cycles)
+    full = result.core == "full" and perf_rank == 6 and forward_cycles is None and utilisation is None
+    if full:    # the real design: its own simulated cycle counts (boards/perf.full_design_perf)
+        perf = full_design_perf(run_hz, queries=p.queries, batch=p.batch, baud=p.uart_baud)
+    else:
+        perf = perf_model(perf_rank, p.lanes, run_hz, batch=p.batch, queries=p.queries, baud=p.uart_baud,
+                          utilisation=utilisation, forward_cycles=forward_cycles)
     rep = {
         "board": p.name, "title": p.title, "device": p.device, "family": p.family, "core": result.core,
-        "lanes": p.lanes, "design_rank": result.rank, "verilog_only": result.verilog_only,
+        "lanes": 16 if result.core == "full" else p.lanes, "design_rank": result.rank, "verilog_only": result.verilog_only,
         "command": command, "machine": machine(), "tools": tool_versions(), "build_seconds": round(result.seconds, 1),
         "out": str(result.out), "files": result.files,
         "clock": {"oscillator_mhz": p.osc_hz / 1e6, "target_mhz": p.clock_hz / 1e6, "goal_mhz": p.goal_hz / 1e6,
@@ -123,6 +140,13 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         "performance": {"clock_mhz": run_hz / 1e6, "clock_basis": run_note, **perf.to_dict()},
         "golden": golden,
     }
+    if result.core == "full":
+        from dataclasses import asdict
+        from .design import board_params
+        bp = board_params(p, result.rank)
+        rep["design"] = {"name": bp.name, "net": bp.net.name, "n_params": bp.net.n_params,
+                         "max_samples": bp.max_samples, "n_max": bp.n_max, "log_depth": bp.log_depth,
+                         "engine": asdict(bp.engine)}
     if golden:
         rep["performance"]["golden_epoch_seconds"] = golden["epoch_seconds"]
         rep["performance"]["speedup_vs_golden"] = golden["epoch_seconds"] / perf.epoch_seconds
@@ -139,6 +163,7 @@ def _fmt_res(r: dict) -> str:
 
 def markdown(rep: dict) -> str:
     c, t, perf = rep["clock"], rep["timing"], rep["performance"]
+    full = perf["utilisation_source"].startswith("measured cycles (cosimulation")
     lines = [f"# Build report: {rep['title']} ({rep['device']})", "",
              f"- command: `{rep['command'] or 'boards.build.build(...)'}`",
              f"- machine: {rep['machine']}; build {rep['build_seconds']} s",
@@ -158,7 +183,8 @@ def markdown(rep: dict) -> str:
               f"Performance ({perf['net']}, {perf['clock_mhz']:.1f} MHz = {perf['clock_basis']}, "
               f"lane utilisation {perf['utilisation']} {perf['utilisation_source']}):", "",
               "| quantity | cycles | seconds |", "|---|---|---|",
-              f"| forward pass (1 sample) | {perf['forward_cycles']} | {perf['forward_seconds']:.3g} |",
+              f"| forward pass (1 sample{', simulated' if full else ''}) | {perf['forward_cycles']} | "
+              f"{perf['forward_seconds']:.3g} |",
               f"| signRGE step (B={rep['golden']['batch'] if rep['golden'] else 64}, "
               f"{perf['step_forward_passes']} forwards) | {perf['step_cycles']} | {perf['step_seconds']:.3g} |",
               f"| MNIST epoch, compute | {perf['epoch_cycles']} | {perf['epoch_compute_seconds']:.1f} |",

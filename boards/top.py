@@ -8,8 +8,10 @@ top of rtl/link_top.py) registers with `pins=("rx", "tx")`, the names of its 1-b
 pin members; it then gets the pins and the clock domain only.
 
 Registered cores:
-  stand-in   boards.datapath.RepresentativeDatapath sized by boards.sizing (default until the
-             real top exists);
+  full       the real training design: rtl/board_top.BoardTop (command processor + ZO trainer +
+             TT engine + UART) sized for MNIST rank r by boards.design (default where it fits);
+  stand-in   boards.datapath.RepresentativeDatapath sized by boards.sizing (a resource/timing
+             proxy; the default on boards the full design does not fit, see docs/boards.md);
   link       rtl/link_top.LinkTop with its UART PHY (command processor, region memories and the
              stub engine today; the integrated engines once the lead swaps them in);
   engine     a byte-stream core `board_core(lanes, plan, cfg)` from rtl/tt_network.py, once it exists.
@@ -85,6 +87,21 @@ def _link_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> 
     return link_top(identify(clock_hz=int(profile.clock_hz), uart_divisor=profile.uart_divisor), phy="uart")
 
 
+def _full_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
+    from .design import full_core
+    return full_core(profile, plan_rank(plan), cfg)
+
+
+def plan_rank(plan: MemoryPlan) -> int:
+    """The MNIST TT rank a plan was made for (its net is golden's ``mnist-tt-rR``)."""
+    head, _, r = plan.net_name.rpartition("-r")
+    if head != "mnist-tt" or not r.isdigit():
+        raise ValueError(f"the full core is sized for MNIST TT networks, not {plan.net_name!r}")
+    return int(r)
+
+
+register_core("full", _full_factory, pins=("rx", "tx"),
+              help="the training design: rtl/board_top.BoardTop (cmdproc + ZO trainer + TT engine, UART)")
 register_core("stand-in", _stand_in,
               help="P MAC lanes + the memory plan's RAMs behind a byte-command shell (resource/timing proxy)")
 register_core("engine", _engine_factory, help="TT network engine (rtl/tt_network.py: board_core)")
@@ -106,9 +123,9 @@ def design_rank(profile: BoardProfile, rank: int | None = None) -> int:
 class BoardTop(Elaboratable):
     """Clock, UART pins and one registered core."""
 
-    def __init__(self, profile: BoardProfile, core: str = "stand-in", rank: int | None = None,
+    def __init__(self, profile: BoardProfile, core: str | None = None, rank: int | None = None,
                  cfg: FixedConfig = DEFAULT_CONFIG) -> None:
-        self.profile, self.entry, self.cfg = profile, get_core(core), cfg
+        self.profile, self.entry, self.cfg = profile, get_core(core or profile.default_core), cfg
         self.rank = design_rank(profile, rank)
         self.plan = memory_plan(mnist_tt(self.rank), profile.lanes, profile.batch, cfg)
 

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--board", required=True, help="board name: " + ", ".join(PROFILES))
     p.add_argument("--lanes", type=int, default=None, help="MAC lanes P (default: the board profile's)")
     p.add_argument("--out", default=None, help="output folder (default: build/BOARD)")
-    p.add_argument("--core", default="stand-in", choices=sorted(CORES), help="registered core (default stand-in)")
+    p.add_argument("--core", default=None, choices=sorted(CORES),
+                   help="registered core (default: the board's, 'full' = the training design where it fits)")
     p.add_argument("--rank", type=int, default=None,
                    help="MNIST TT rank the memories are sized for (default: the largest that fits the board)")
     p.add_argument("--verilog-only", action="store_true", help="stop after Verilog + constraints")
@@ -35,17 +36,29 @@ def run(args: argparse.Namespace) -> int:
     from ttzo.boards.perf import golden_step_seconds
     from ttzo.boards.report import make_report, markdown, write_report
 
+    from ttzo.boards.build import DoesNotFit
+    command = "ttzo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     try:
         result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
                        verilog_only=args.verilog_only)
-    except RuntimeError as exc:
+    except DoesNotFit as exc:            # report what synthesis needs against what the device has
+        rep = make_report(exc.result, None, command=command)
+        rep["fits"] = False
+        rep["overflow"] = {k: {"used": u, "available": a} for k, (u, a) in exc.over.items()}
+        rep["timing"] = {"target_mhz": exc.result.profile.clock_hz / 1e6, "achieved_mhz": None, "met": False,
+                         "note": "not placed: the design does not fit the device"}
+        write_report(rep, exc.result.out)
+        if args.json:
+            print(json.dumps(rep, indent=2, default=str))
+        print(f"ttzo build: error: {exc}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError) as exc:
         print(f"ttzo build: error: {exc}", file=sys.stderr)
         return 1
     golden = None
     if not (args.no_golden or args.verilog_only):
         golden = golden_step_seconds(6, steps=max(1, args.golden_steps), batch=result.profile.batch,
                                      queries=result.profile.queries)
-    command = "ttzo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     rep = make_report(result, golden, utilisation=args.utilisation, command=command)
     js, md = write_report(rep, result.out)
     if args.json:

@@ -6,8 +6,7 @@ cocotb and served on a TCP port (sim/virtual_board_top.py).  The host identifies
 engine program and the parameters, streams a real MNIST training batch, runs 2 signRGE steps on
 chip and reads the parameters back: they equal golden/zo_fixed.py's bit for bit, and so do the
 losses and correct counts of every forward pass the chip logged.  The UART PHY variant is `slow`.
-(The HJB loss evaluation through the board is not part of this design: issue 7's PINN RTL does
-not exist yet.)
+The HJB loss evaluation through the board (the ttzo-hjb-small design) is tests/test_board_hjb_e2e.py.
 """
 from __future__ import annotations
 

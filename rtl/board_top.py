@@ -408,20 +408,7 @@ class BoardTop(wiring.Component):
             m.d.comb += [rp.addr.eq(ports[rid].r_addr), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
         prog = ports[REGION_PROGRAM]
         m.d.comb += [tr.cfg_addr.eq(prog.w_addr), tr.cfg_data.eq(prog.w_data), tr.cfg_en.eq(prog.w_en)]
-        log = ports[REGION_LOG]
-        lp = tr.log.read_port(transparent_for=())
-        lane = Signal(2)
-        m.d.sync += lane.eq(log.r_addr[:2])
-        m.d.comb += lp.addr.eq(log.r_addr[2:])
-        loss64 = Signal(64)
-        m.d.comb += loss64.eq(lp.data.loss)
-        with m.Switch(lane):
-            with m.Case(0):
-                m.d.comb += log.r_data.eq(loss64[:32])
-            with m.Case(1):
-                m.d.comb += log.r_data.eq(loss64[32:])
-            with m.Case(2):
-                m.d.comb += log.r_data.eq(lp.data.correct)
+        self._log_region(m, ports[REGION_LOG], tr)
 
         self._phy(m, cp, ctl)
         return m
@@ -501,7 +488,13 @@ class BoardTop(wiring.Component):
         m.d.sync += o_hi.eq(outp.r_addr[0])
         m.d.comb += [loss.rd_addr.eq(outp.r_addr[1:]),
                      outp.r_data.eq(Mux(o_hi, loss.rd_data[32:], loss.rd_data[:32]))]
-        log = ports[REGION_LOG]
+        self._log_region(m, ports[REGION_LOG], tr)
+        self._phy(m, cp, ctl)
+        return m
+
+    @staticmethod
+    def _log_region(m: Module, log, tr: ZoTrainer) -> None:
+        """The LOG region: entry e at words 4e..4e+3 = loss lo, loss hi, correct, 0 (read-only)."""
         lp = tr.log.read_port(transparent_for=())
         lane = Signal(2)
         m.d.sync += lane.eq(log.r_addr[:2])
@@ -515,8 +508,6 @@ class BoardTop(wiring.Component):
                 m.d.comb += log.r_data.eq(loss64[32:])
             with m.Case(2):
                 m.d.comb += log.r_data.eq(lp.data.correct)
-        self._phy(m, cp, ctl)
-        return m
 
     def _phy(self, m: Module, cp: CommandProcessor, ctl: "_Control") -> None:
         bp = self.bp

@@ -15,6 +15,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
+from .tb_tt_engine import _bus
 from .tb_zo_trainer import _kick_comb_blocks
 
 
@@ -29,16 +30,6 @@ async def _reset(dut) -> None:
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-
-
-async def _bus(dut, writes: np.ndarray) -> None:
-    await RisingEdge(dut.clk)
-    dut.cfg_en.value = 1
-    for a, d in writes:
-        dut.cfg_addr.value = int(a)
-        dut.cfg_data.value = int(d) & 0xFFFFFFFF
-        await RisingEdge(dut.clk)
-    dut.cfg_en.value = 0
 
 
 @cocotb.test()

@@ -38,7 +38,7 @@ async def _bus(dut, writes: np.ndarray) -> None:
     dut.cfg_en.value = 1
     for a, d in writes:
         dut.cfg_addr.value = int(a)
-        dut.cfg_data.value = int(d)
+        dut.cfg_data.value = int(d) & 0xFFFFFFFF     # two's complement words (e.g. PINN node table)
         await RisingEdge(dut.clk)
     dut.cfg_en.value = 0
 

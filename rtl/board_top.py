@@ -373,13 +373,7 @@ class BoardTop(wiring.Component):
             tr.n_segments.eq(n_segs),
         ]
         # segment table, written by the controller before each start
-        segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
-        seg = Signal(32)
-        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
-                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
-                     tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
-        m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
-                     cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]
+        self._control_wiring(m, c, tr, ctl, cp, bp)
 
         # --- result registers --------------------------------------------------------------------
         l0 = Signal(64)
@@ -442,13 +436,7 @@ class BoardTop(wiring.Component):
             tr.cge_threshold.eq(Mux(c[CFG_CGE_ALL][0], 1 << 32, c[CFG_CGE_THRESHOLD])),
             tr.n_segments.eq(c[CFG_N_SEGMENTS]),
         ]
-        segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
-        seg = Signal(32)
-        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
-                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
-                     tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
-        m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
-                     cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]
+        self._control_wiring(m, c, tr, ctl, cp, bp)
 
         # --- result registers (the loss is a signed r^2 sum, sign-extended; correct is always 0) ---------
         l0 = Signal(64)
@@ -491,6 +479,17 @@ class BoardTop(wiring.Component):
         self._log_region(m, ports[REGION_LOG], tr)
         self._phy(m, cp, ctl)
         return m
+
+    @staticmethod
+    def _control_wiring(m: Module, c, tr: ZoTrainer, ctl: "_Control", cp: CommandProcessor, bp: BoardParams) -> None:
+        """Controller <-> trainer (segment table written before each start, start/busy) and <-> command processor."""
+        segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
+        seg = Signal(32)
+        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
+                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
+                     tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
+        m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
+                     cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]
 
     @staticmethod
     def _log_region(m: Module, log, tr: ZoTrainer) -> None:

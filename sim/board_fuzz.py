@@ -91,6 +91,32 @@ def config_problems(bp, regs: list[int]) -> list[str]:
     return out
 
 
+def runnable_in_rtl(bp, files: list[list[int]]) -> list[bool]:
+    """rtl/board_top.runnable evaluated on register files in Amaranth's simulator (to compare with
+    `config_problems`, its statement in Python)."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import data
+    from amaranth.sim import Simulator
+
+    from ttzo.rtl.board_top import runnable
+    c = Signal(data.ArrayLayout(32, bp.n_config))
+    ok = Signal()
+    m = Module()
+    m.d.comb += ok.eq(runnable(c, bp))
+    out: list[bool] = []
+
+    async def bench(ctx):
+        for regs in files:
+            for k, v in enumerate(regs):
+                ctx.set(c[k], v)
+            out.append(bool(ctx.get(ok)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
 def refusal_engine(bp):
     """LinkModel engine hook for a fuzz run: the board refuses every operation it is asked for.
 

@@ -9,7 +9,6 @@ with its Python statement (board_fuzz.config_problems) on random register files.
 """
 from __future__ import annotations
 
-import functools
 import json
 import random
 
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from ttzo.host import protocol as P
 from ttzo.rtl import board_top as T
 from ttzo.sim import verilator_env
-from ttzo.sim.board_fuzz import BOARD_CATEGORIES, BoardFuzzer, config_problems, refusal_engine
+from ttzo.sim.board_fuzz import BOARD_CATEGORIES, BoardFuzzer, config_problems, refusal_engine, runnable_in_rtl
 from ttzo.sim.link_model import LinkModel
 
 try:
@@ -71,36 +70,6 @@ def test_board_fuzzer_cases_are_refused_by_the_reference() -> None:
     assert all(not any(model.mem[r.id]) for r in ident.regions)
 
 
-@functools.cache
-def _rtl_runnable():
-    """board_top.runnable as a function of a register file, through Amaranth's simulator."""
-    from amaranth.hdl import Module, Signal
-    from amaranth.lib import data
-    from amaranth.sim import Simulator
-
-    bp = BP
-    c = Signal(data.ArrayLayout(32, bp.n_config))
-    ok = Signal()
-    m = Module()
-    m.d.comb += ok.eq(T.runnable(c, bp))
-
-    def evaluate(files: list[list[int]]) -> list[bool]:
-        out = []
-
-        async def bench(ctx):
-            for regs in files:
-                for k, v in enumerate(regs):
-                    ctx.set(c[k], v)
-                out.append(bool(ctx.get(ok)))
-
-        sim = Simulator(m)
-        sim.add_testbench(bench)
-        sim.run()
-        return out
-
-    return evaluate
-
-
 @st.composite
 def _register_files(draw) -> list[int]:
     """The good register file with a few registers replaced by edge values or random words."""
@@ -122,7 +91,7 @@ _GOOD = _good()
 @given(st.lists(_register_files(), min_size=40, max_size=40))
 def test_rtl_run_check_equals_its_statement(files: list[list[int]]) -> None:
     """The gateware's run check (board_top.runnable) accepts exactly the register files config_problems accepts."""
-    got = _rtl_runnable()(files)
+    got = runnable_in_rtl(BP, files)
     for regs, ok in zip(files, got):
         assert ok == (config_problems(BP, regs) == []), (config_problems(BP, regs), regs)
 
@@ -145,7 +114,7 @@ def test_rtl_run_check_known_cases() -> None:
     regs[T.CFG_SEED] = rng.getrandbits(32)
     files.append(regs)
     want.append(True)
-    assert _rtl_runnable()(files) == want
+    assert runnable_in_rtl(BP, files) == want
 
 
 @needs_verilator

@@ -25,7 +25,7 @@ from ttzo.host.backend_board import BoardSession
 from ttzo.host.board import Board, BoardError
 from ttzo.rtl import board_top as T
 from ttzo.sim import verilator_env
-from ttzo.sim.board_fuzz import config_problems
+from ttzo.sim.board_fuzz import config_problems, runnable_in_rtl
 from ttzo.sim.pinn_cosim import SMALL_SPEC, golden_signrge, small_case
 
 try:
@@ -116,28 +116,6 @@ def test_virtual_board_hjb_loss_and_signrge_bit_exact_uart() -> None:
         stop()
 
 
-def _rtl_runnable(bp, files: list[list[int]]) -> list[bool]:
-    from amaranth.hdl import Module, Signal
-    from amaranth.lib import data
-    from amaranth.sim import Simulator
-    c = Signal(data.ArrayLayout(32, bp.n_config))
-    ok = Signal()
-    m = Module()
-    m.d.comb += ok.eq(T.runnable(c, bp))
-    out: list[bool] = []
-
-    async def bench(ctx):
-        for regs in files:
-            for k, v in enumerate(regs):
-                ctx.set(c[k], v)
-            out.append(bool(ctx.get(ok)))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
-
-
 def test_pinn_run_check_equals_its_statement() -> None:
     """board_top.runnable on a PINN design accepts exactly what board_fuzz.config_problems accepts,
     including the n_nodes / n_points / dim registers at their edges."""
@@ -167,7 +145,7 @@ def test_pinn_run_check_equals_its_statement() -> None:
         for _ in range(rng.randint(1, 3)):
             regs[rng.randrange(len(regs))] = rng.choice([0, 1, 2, 5, 64, 65, 0xFFFFFFFF, rng.getrandbits(32)])
         files.append(regs)
-    got = _rtl_runnable(bp, files)
+    got = runnable_in_rtl(bp, files)
     want = [config_problems(bp, regs) == [] for regs in files]
     assert got == want
     assert want.count(True) >= 7 and want.count(False) >= 12

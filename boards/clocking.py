@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 
 from .profiles import BoardProfile
 
@@ -106,7 +107,8 @@ class BoardClock(Elaboratable):
         m.d.comb += self.clk.eq(cd_por.clk)
         clk_name = platform.default_clk
         if p.clock_hz == p.osc_hz:
-            m.d.comb += [cd_por.clk.eq(platform.request(clk_name, 0).i), self.locked.eq(1)]
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(clk_name, 0, dir="-"))
+            m.d.comb += [cd_por.clk.eq(clk_buf.i), self.locked.eq(1)]
         elif p.family == "ice40":
             s = ice40_pll(p.osc_hz, p.clock_hz)
             pin = platform.request(clk_name, 0, dir="-")
@@ -118,7 +120,8 @@ class BoardClock(Elaboratable):
                 o_PLLOUTGLOBAL=cd_por.clk, o_LOCK=self.locked)
         elif p.family == "ecp5":
             s = ecp5_pll(p.osc_hz, p.clock_hz)
-            clkin = platform.request(clk_name, 0).i
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(clk_name, 0, dir="-"))
+            clkin = clk_buf.i
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 a_FREQUENCY_PIN_CLKI=f"{p.osc_hz / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{s.fout_hz / 1e6:g}",

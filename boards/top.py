@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 
 from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
 from ttzo.golden.network import mnist_tt
@@ -134,14 +134,16 @@ class BoardTop(Elaboratable):
         m.submodules.clock = clock = BoardClock(self.profile)
         m.domains.sync = cd_sync = ClockDomain("sync")
         m.d.comb += [cd_sync.clk.eq(clock.clk), cd_sync.rst.eq(clock.rst)]
-        uart = platform.request("uart", 0)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx_buf = io.Buffer("o", uart.tx)
         m.submodules.core = core = self.entry.factory(self.profile, self.plan, self.cfg)
         if self.entry.pins:
             rx, tx = (getattr(core, n) for n in self.entry.pins)
-            m.d.comb += [rx.eq(uart.rx.i), uart.tx.o.eq(tx)]
+            m.d.comb += [rx.eq(rx_buf.i), tx_buf.o.eq(tx)]
         else:
             m.submodules.uart = shell = UartShell(self.profile.uart_divisor)
-            m.d.comb += [shell.rx_pin.eq(uart.rx.i), uart.tx.o.eq(shell.tx_pin)]
+            m.d.comb += [shell.rx_pin.eq(rx_buf.i), tx_buf.o.eq(shell.tx_pin)]
             wiring.connect(m, shell.rx, core.rx)
             wiring.connect(m, core.tx, shell.tx)
         return m

@@ -39,6 +39,7 @@ class OptimConfig:
     cge_fraction: float = 1.0    # probability that CGE visits a coordinate in a step (authors: 0.5)
     lr_decay: float = 0.9
     lr_decay_every: int = 10
+    cge_lr_min: float = 0.0           # floor of the decayed CGE lr (0: none): decay fast, then hold
     switch_epoch: int | None = None   # hybrid: switch to CGE at this epoch (0-based) ...
     patience: int | None = 2          # ... or when the epoch train loss has not improved for this many epochs
     fo_lr: float = 0.05               # first-order baseline (SGD with momentum)
@@ -53,6 +54,8 @@ class OptimConfig:
             raise ValueError(f"queries={self.queries} outside 1..2047")
         if not 0 < self.cge_fraction <= 1:
             raise ValueError(f"cge_fraction={self.cge_fraction} outside (0, 1]")
+        if not 0 <= self.cge_lr_min <= self.cge_lr:
+            raise ValueError(f"cge_lr_min={self.cge_lr_min} outside [0, cge_lr={self.cge_lr}]")
         for name in ("lr", "mu", "cge_lr", "cge_mu", "fo_lr"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
@@ -145,7 +148,8 @@ class GoldenStepper:
     def phase_lr(self, st: OptState, epoch: int) -> float:
         if st.phase == "cge":
             start = st.switch_epoch or 0
-            return lr_at(self.cfg.cge_lr, epoch - start, self.cfg.lr_decay, self.cfg.lr_decay_every)
+            return max(lr_at(self.cfg.cge_lr, epoch - start, self.cfg.lr_decay, self.cfg.lr_decay_every),
+                       self.cfg.cge_lr_min)
         if st.phase == "fo":
             return lr_at(self.cfg.fo_lr, epoch, self.cfg.lr_decay, self.cfg.lr_decay_every)
         return lr_at(self.cfg.lr, epoch, self.cfg.lr_decay, self.cfg.lr_decay_every)

@@ -67,3 +67,24 @@ def test_fixed_fo_and_gaussian_rge_are_refused() -> None:
     with pytest.raises(FormatError, match="Rademacher"):
         GoldenStepper(mnist_tt(2), OptimConfig(optimizer="rge", perturbation="gaussian"), 0, 64, DEFAULT_CONFIG)
     GoldenStepper(mnist_tt(2), OptimConfig(optimizer="rge"), 0, 64, DEFAULT_CONFIG)  # Rademacher RGE is defined
+
+
+def test_cge_lr_floor_holds_the_decayed_lr_and_only_the_cge_lr() -> None:
+    """--cge-lr-min: CGE lr = max(cge_lr * decay^k, floor); signRGE's lr is not floored."""
+    cfg = OptimConfig(optimizer="hybrid", switch_epoch=1, lr=0.005, cge_lr=0.05, lr_decay=0.9, lr_decay_every=1,
+                      cge_lr_min=0.003)
+    g = GoldenStepper(mnist_tt(2), cfg, 0, 64, None)
+    cge = OptState(np.zeros(1), np.zeros(1), phase="cge", switch_epoch=1)
+    lrs = [g.phase_lr(cge, e) for e in range(1, 40)]
+    k = next(i for i, v in enumerate(lrs) if v == 0.003)
+    assert k == 27 and lrs[k - 1] == pytest.approx(0.05 * 0.9 ** 26)      # unchanged until the floor binds
+    assert all(v == 0.003 for v in lrs[k:])
+    sig = OptState(np.zeros(1), np.zeros(1), phase="signrge")
+    assert g.phase_lr(sig, 30) == pytest.approx(0.005 * 0.9 ** 30)
+    # with the floor, a schedule whose CGE lr would underflow the update multiplier is accepted
+    fixed = GoldenStepper(mnist_tt(2), OptimConfig(optimizer="hybrid", switch_epoch=1, lr=0.002, lr_decay=0.5,
+                                                    lr_decay_every=1, cge_lr=0.02, cge_lr_min=0.001), 0, 64,
+                          DEFAULT_CONFIG)
+    fixed.check_schedule(60)
+    with pytest.raises(ValueError, match="cge_lr_min"):
+        OptimConfig(cge_lr=0.01, cge_lr_min=0.02)

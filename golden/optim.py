@@ -23,6 +23,7 @@ from .formats import FixedConfig
 from .network import TTNet
 
 OPTIMIZERS = ("fo", "rge", "signrge", "cge", "hybrid")
+CGE_ROUNDINGS = ("nearest", "stochastic")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class OptimConfig:
     lr_decay: float = 0.9
     lr_decay_every: int = 10
     cge_lr_min: float = 0.0           # floor of the decayed CGE lr (0: none): decay fast, then hold
+    cge_rounding: str = "nearest"     # fixed-point CGE update rounding: "nearest" (half up) or "stochastic"
     switch_epoch: int | None = None   # hybrid: switch to CGE at this epoch (0-based) ...
     patience: int | None = 2          # ... or when the epoch train loss has not improved for this many epochs
     fo_lr: float = 0.05               # first-order baseline (SGD with momentum)
@@ -54,6 +56,8 @@ class OptimConfig:
             raise ValueError(f"queries={self.queries} outside 1..2047")
         if not 0 < self.cge_fraction <= 1:
             raise ValueError(f"cge_fraction={self.cge_fraction} outside (0, 1]")
+        if self.cge_rounding not in CGE_ROUNDINGS:
+            raise ValueError(f"cge_rounding {self.cge_rounding!r}: use one of {', '.join(CGE_ROUNDINGS)}")
         if not 0 <= self.cge_lr_min <= self.cge_lr:
             raise ValueError(f"cge_lr_min={self.cge_lr_min} outside [0, cge_lr={self.cge_lr}]")
         for name in ("lr", "mu", "cge_lr", "cge_mu", "fo_lr"):
@@ -136,6 +140,8 @@ class GoldenStepper:
     def __init__(self, net: TTNet, cfg: OptimConfig, seed: int, batch: int, fixed: FixedConfig | None) -> None:
         self.net, self.cfg, self.seed, self.batch, self.fixed = net, cfg, seed, batch, fixed
         self.ev = NetEvaluator(net, fixed)
+        if fixed is None and cfg.cge_rounding != "nearest":
+            raise FormatError("--cge-rounding stochastic rounds the integer update: use --arith fixed")
         if fixed is not None:
             if cfg.optimizer == "fo":
                 raise FormatError("the first-order baseline is float only (use --arith float)")
@@ -251,8 +257,10 @@ class GoldenStepper:
         else:
             c = zo_fixed.CGEConstants.make(self.pf, lr, cfg.cge_mu, cfg.momentum, self.batch, self.fixed.loss.frac)
             coords = zo.sample_coordinates(self.seed, st.step, theta.size, cfg.cge_fraction)
+            words = (zo_fixed.stochastic_rounding_words(self.seed, st.step, theta.size)
+                     if cfg.cge_rounding == "stochastic" else None)
             new, b, info = zo_fixed.cge_step(obj, theta, st.momentum.astype(np.int64), coords, c, self.pf,
-                                             obj.coordinate_losses)
+                                             obj.coordinate_losses, words)
             st.momentum = b
         st.theta = new
         st.step += 1

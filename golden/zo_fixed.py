@@ -178,8 +178,14 @@ class CGEConstants:
 
 
 def cge_step(loss, theta: np.ndarray, b: np.ndarray, coords: np.ndarray, c: CGEConstants, pf: ParamFormats,
-             coordinate_losses=None) -> tuple[np.ndarray, np.ndarray, FixedStepInfo]:
-    """One integer ZO-CGE step with momentum over the coordinate subset `coords`; returns theta, b, info."""
+             coordinate_losses=None, rounding_words: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, FixedStepInfo]:
+    """One integer ZO-CGE step with momentum over the coordinate subset `coords`; returns theta, b, info.
+
+    The update k*b >> k_shift rounds half up, or stochastically when `rounding_words` (one uint32
+    per parameter, `stochastic_rounding_words`) is given: (k*b + (word mod 2^k_shift)) >> k_shift
+    (word << (k_shift - 32) for shifts above 32), whose mean is k*b / 2^k_shift, so updates below half an LSB still act on average.
+    """
     theta = np.asarray(theta, dtype=np.int64)
     coords = np.asarray(coords, dtype=np.int64)
     L0 = int(np.asarray(loss(theta[None]))[0])
@@ -193,6 +199,20 @@ def cge_step(loss, theta: np.ndarray, b: np.ndarray, coords: np.ndarray, c: CGEC
     g = np.zeros_like(theta)
     g[coords] = Lc - L0
     b_new = np.clip(round_shift(c.m_code * np.asarray(b, dtype=np.int64), M_FRAC) + g, -B_MAX - 1, B_MAX)
-    upd = (c.k_code * b_new + (np.int64(1) << (c.k_shift - 1))) >> c.k_shift
+    if rounding_words is None:
+        add = np.int64(1) << (c.k_shift - 1)
+    else:
+        w = np.asarray(rounding_words, dtype=np.int64)
+        add = np.where(c.k_shift <= 32, w & ((np.int64(1) << np.minimum(c.k_shift, 32)) - 1),
+                       w << np.maximum(c.k_shift - 32, 0))
+    upd = (c.k_code * b_new + add) >> c.k_shift
     new = pf.sat(theta - upd)
     return new, b_new, FixedStepInfo(L0, len(coords) + 1, int(np.count_nonzero(new != theta)))
+
+
+SR_QUERY = prng.MAX_QUERY - 2   # PRNG stream of the CGE update's stochastic rounding (coords use MAX_QUERY - 1)
+
+
+def stochastic_rounding_words(seed: int, step: int, d: int) -> np.ndarray:
+    """Words 0..d-1 of PRNG stream (seed, step, SR_QUERY): parameter p's rounding word at `step`."""
+    return prng.words(prng.stream_seed(seed, step, SR_QUERY), d)[0]

@@ -88,3 +88,10 @@ def test_cge_lr_floor_holds_the_decayed_lr_and_only_the_cge_lr() -> None:
     fixed.check_schedule(60)
     with pytest.raises(ValueError, match="cge_lr_min"):
         OptimConfig(cge_lr=0.01, cge_lr_min=0.02)
+
+
+def test_stochastic_cge_rounding_is_fixed_point_only() -> None:
+    with pytest.raises(FormatError, match="arith fixed"):
+        GoldenStepper(mnist_tt(2), OptimConfig(optimizer="cge", cge_rounding="stochastic"), 0, 64, None)
+    with pytest.raises(ValueError, match="cge_rounding"):
+        OptimConfig(cge_rounding="up")

@@ -203,3 +203,30 @@ def test_fixed_rge_step_is_the_integer_definition_and_unbiased() -> None:
         tot += (((mu * xi) @ C) @ xi)
     mean = tot / 400
     assert np.linalg.norm(mean - 10 * mu * C) < 0.15 * np.linalg.norm(10 * mu * C)
+
+
+
+def test_fixed_cge_stochastic_rounding_is_unbiased_and_from_the_prng() -> None:
+    """--cge-rounding stochastic: (k*b + (word mod 2^k_shift)) >> k_shift with the step's SR stream.
+
+    Updates below half an LSB vanish with nearest rounding (what stalls the fixed-point fine-tuning,
+    docs/results.md); stochastically rounded, their mean over steps is k*b / 2^k_shift."""
+    theta = np.zeros(40, np.int64)
+    c = zo_fixed.CGEConstants.make(PF, lr=0.01, mu=0.01, momentum=0.9, batch=64, loss_frac=16)
+    frac = np.linspace(0.05, 0.45, 40)                                   # wanted update, in LSB
+    b_in = np.floor(frac * 2.0 ** c.k_shift / c.k_code / 0.9).astype(np.int64)
+    no_loss = lambda t: np.zeros(len(np.atleast_2d(t)), np.int64)        # noqa: E731  g = 0: b <- m*b
+    none = np.array([], dtype=np.int64)
+    near, b_new, _ = zo_fixed.cge_step(no_loss, theta, b_in, none, c, PF)
+    want = c.k_code * b_new * 2.0 ** -c.k_shift
+    assert np.all((want > 0.03) & (want < 0.5)) and np.all(near == theta)   # nearest: no update at all
+    ups = []
+    for step in range(400):
+        w = zo_fixed.stochastic_rounding_words(3, step, 40)
+        assert np.array_equal(w, prng.words(prng.stream_seed(3, step, prng.MAX_QUERY - 2), 40)[0])
+        new, _, _ = zo_fixed.cge_step(no_loss, theta, b_in, none, c, PF, rounding_words=w)
+        low = w.astype(np.int64) & ((np.int64(1) << c.k_shift) - 1)
+        assert np.array_equal(new, theta - ((c.k_code * b_new + low) >> c.k_shift))
+        ups.append(theta - new)
+    mean = np.mean(ups, axis=0)
+    assert np.all(np.abs(mean - want) < 4 * np.sqrt(want * (1 - want) / 400))

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="probability a coordinate is visited per CGE step (authors' grad_sparsity 0.5 = 0.5)")
     p.add_argument("--lr-decay", type=float, default=0.9)
     p.add_argument("--lr-decay-every", type=int, default=10)
+    p.add_argument("--cge-rounding", choices=["nearest", "stochastic"], default="nearest",
+                   help="fixed point: round the CGE update half up (default) or stochastically (PRNG)")
     p.add_argument("--cge-lr-min", type=float, default=0.0,
                    help="floor of the decayed CGE lr (default 0: none), e.g. decay fast then hold")
     sw = p.add_mutually_exclusive_group()
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                          mu=args.mu, queries=args.queries, perturbation=args.perturbation, central=args.central,
                          cge_lr=args.cge_lr, cge_mu=args.cge_mu, momentum=args.momentum,
                          cge_fraction=args.cge_fraction, lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every,
-                         cge_lr_min=args.cge_lr_min,
+                         cge_lr_min=args.cge_lr_min, cge_rounding=args.cge_rounding,
                          switch_epoch=args.switch_epoch,
                          patience=args.patience if args.patience is not None or args.switch_epoch is not None else 2)
         formats = None

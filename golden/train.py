@@ -122,6 +122,42 @@ def load_checkpoint(path: Path) -> dict:
     return ck
 
 
+def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | None = None) -> dict:
+    """Start run `out` from an epoch checkpoint of another run, with some optimizer settings changed.
+
+    The new run's history (metrics, PRNG step, momentum, phase) is the source's up to that epoch;
+    `ttzo train mnist --resume OUT` then continues it under the new settings (e.g. a CGE-lr floor
+    or stochastic rounding from epoch k).  Returns the new run's config as a dict.
+    """
+    ck_path, out = Path(checkpoint), Path(out)
+    ck = load_checkpoint(ck_path)
+    if int(ck["batch_index"]) != 0:
+        raise ValueError(f"{ck_path}: taken mid-epoch (batch {int(ck['batch_index'])}); branch from an epoch "
+                         "checkpoint (checkpoint-eNNN.npz)")
+    if (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out / CHECKPOINT} exists: branch into a new directory")
+    cfg = TrainConfig.from_dict(ck["config"])
+    unknown = set(optim_changes) - set(cfg.optim.to_dict())
+    if unknown:
+        raise ValueError(f"unknown optimizer settings {sorted(unknown)}; known: {sorted(cfg.optim.to_dict())}")
+    cfg.optim = OptimConfig(**{**cfg.optim.to_dict(), **optim_changes})
+    cfg.out = str(out)
+    if epochs is not None:
+        cfg.epochs = max(epochs, int(ck["epoch"]))
+    with np.load(ck_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["config"] = cfg.to_dict()
+    meta["branched_from"] = {"checkpoint": str(ck_path.resolve()), "epoch": int(ck["epoch"]), "changes": optim_changes}
+    arrays["meta"] = json.dumps(meta)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (CHECKPOINT + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out / CHECKPOINT)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    return cfg.to_dict()
+
+
 # --- outputs ----------------------------------------------------------------------------------------
 def write_metrics(out: Path, config: TrainConfig, metrics: list[dict], extra: dict) -> None:
     doc = {"config": config.to_dict(), "machine": machine(), "epochs": metrics, **extra}

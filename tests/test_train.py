@@ -154,3 +154,25 @@ def test_dense_baseline_network(tmp_path: Path, mnist) -> None:
     assert res.theta.size == dense_mlp().n_params == 784 * 1024 + 1024 + 1024 * 10 + 10
     assert res.final["steps"] == 2
     assert json.loads((tmp_path / "d" / "config.json").read_text())["net"] == "dense"
+
+
+def test_branch_then_resume_equals_a_run_configured_so_from_the_start(tmp_path: Path, mnist) -> None:
+    """`ttzo train branch` at an epoch checkpoint + resume == the run that had the new settings all along,
+    when the changed setting cannot act before the branch point (stochastic CGE rounding, signRGE epochs)."""
+    from ttzo.golden.train import branch_run
+    base = dict(arith="fixed", rank=2, epochs=3, seed=5, batch=64, train_samples=192, test_samples=100)
+    sr = OptimConfig(optimizer="hybrid", switch_epoch=2, cge_fraction=0.02, cge_lr=0.02, cge_rounding="stochastic")
+    near = OptimConfig(**{**sr.to_dict(), "cge_rounding": "nearest"})
+    whole = train_mnist(TrainConfig(**base, out=str(tmp_path / "sr"), optim=sr), data=mnist, progress=False)
+    plain = train_mnist(TrainConfig(**base, out=str(tmp_path / "near"), optim=near), data=mnist, progress=False)
+    assert not np.array_equal(whole.theta, plain.theta)            # the rounding acts in the CGE epoch
+    cfg = branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "branch", {"cge_rounding": "stochastic"})
+    assert cfg["optim"]["cge_rounding"] == "stochastic" and cfg["epochs"] == 3
+    got = train_mnist(TrainConfig(**base, out=str(tmp_path / "branch"), optim=near), resume=True, data=mnist,
+                      progress=False)
+    assert np.array_equal(got.theta, whole.theta)
+    assert _strip(got.metrics) == _strip(whole.metrics)
+    with pytest.raises(FileExistsError):
+        branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "branch", {})
+    with pytest.raises(ValueError, match="unknown optimizer settings"):
+        branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "b2", {"lr_floor": 1})

@@ -59,10 +59,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=run)
+    b = g.add_parser("branch", help="start a new run from another run's epoch checkpoint with optimizer settings "
+                                    "changed (then `ttzo train mnist --resume OUT`)")
+    b.add_argument("checkpoint", help="an epoch checkpoint of a run, e.g. RUN/checkpoint-e028.npz")
+    b.add_argument("--out", required=True, help="new run directory")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="optimizer setting to change, e.g. cge_rounding=stochastic or cge_lr_min=0.003 (repeatable)")
+    b.add_argument("--epochs", type=int, default=None, help="total epochs of the new run")
+    b.set_defaults(func=run_branch)
     q = g.add_parser("plot", help="learning-curve figure comparing finished runs (accuracy vs forward evaluations)")
     q.add_argument("runs", nargs="+", help="output directories of `ttzo train mnist`")
     q.add_argument("--out", required=True, help="PNG file to write")
     q.set_defaults(func=run_plot)
+
+
+def run_branch(args: argparse.Namespace) -> int:
+    import json
+    from ttzo.golden.train import branch_run
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"ttzo train branch: error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    try:
+        cfg = branch_run(args.checkpoint, args.out, changes, args.epochs)
+    except (OSError, ValueError) as exc:
+        print(f"ttzo train branch: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": cfg["out"], "epochs": cfg["epochs"], "optim": cfg["optim"]}, indent=2))
+    return 0
 
 
 def run_plot(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Training loop of the HJB-20 PINN: ZO-signRGE (BP-free), hybrid, or a first-order baseline.
+"""Training loop of the HJB-20 PINN: ZO-signRGE or ZO-RGE (BP-free), hybrid, or a first-order baseline.
 
 Every step draws `points` fresh uniform collocation points (the authors use 100), builds the
 estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directions; FD: the
@@ -6,8 +6,13 @@ estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directio
 
 * signrge: theta <- theta - lr * sign(g), g the central-difference RGE of B's golden/zo.py
   with N directions of radius mu (paper: mu = 0.1, N = 10), directions from the hardware PRNG;
-* hybrid:  signrge for `switch` steps, then ZO-CGE on a random coordinate subset with momentum
-  (the paper's fine-tuning stage; expensive, d + 1 evaluations per full sweep);
+* rge:     theta <- theta - lr * v, v = rge_momentum * v + g (heavy ball; rge_momentum 0: plain
+  ZO-RGE, eq. 2).  The step carries g's magnitude: under the ansatz NN = 0 is exact and has zero
+  residual at every collocation point, so near the solution the update noise shrinks with the
+  gradient, unlike signRGE's steps of +-lr on every coordinate;
+* hybrid:  signrge for `switch` steps, then the fine stage `fine`: ZO-CGE on a random coordinate
+  subset with momentum (the paper's fine-tuning stage; expensive, d + 1 evaluations per full
+  sweep), or ZO-RGE as above; the fine stage's learning rate is `cge_lr`, decaying like `lr`;
 * fo:      Adam on the exact gradient of the same (SG/MC/FD) loss by float autodiff (jax, an
   optional extra), i.e. the paper's Table 4 "FO + estimator" rows.
 
@@ -37,7 +42,8 @@ import numpy as np
 from . import hjb
 from .formats import PINN_CONFIG, FixedConfig
 
-OPTIMIZERS = ("signrge", "hybrid", "fo")
+OPTIMIZERS = ("signrge", "rge", "hybrid", "fo")
+FINE_STAGES = ("cge", "rge")
 ARITHS = ("float", "fixed")
 DTYPES = ("float32", "float64", "delta32")
 CGE_LAYERS = ("all", "last")
@@ -62,8 +68,11 @@ class HJBTrainConfig:
     cge_fraction: float = 0.02
     average_tail: float = 0.0  # > 0: also report the mean of theta over the last average_tail of the steps
     cge_layers: str = "all"    # hybrid: CGE visits coordinates of all layers, or only the output layer ("last")
-    cge_lr: float = 1e-3
-    momentum: float = 0.9
+    cge_mu: float = 0.0        # hybrid CGE: coordinate step (0: the RGE's per-entry mu); see _one_step
+    cge_lr: float = 1e-3       # hybrid: learning rate of the fine stage (CGE or RGE), decays like lr
+    momentum: float = 0.9      # hybrid: CGE momentum
+    fine: str = "cge"          # hybrid: fine stage after the switch, "cge" (paper) or "rge"
+    rge_momentum: float = 0.0  # rge (and hybrid with fine="rge"): heavy-ball momentum of the RGE step
     seed: int = 0
     val_points: int = 10000
     log_every: int = 10
@@ -82,6 +91,10 @@ class HJBTrainConfig:
             raise ValueError(f"arith {self.arith!r}: choose from {ARITHS}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r}: choose from {DTYPES}")
+        if self.fine not in FINE_STAGES:
+            raise ValueError(f"fine {self.fine!r}: choose from {FINE_STAGES}")
+        if not 0.0 <= self.rge_momentum < 1.0:
+            raise ValueError(f"rge_momentum {self.rge_momentum} must be in [0, 1)")
         if self.cge_layers not in CGE_LAYERS:
             raise ValueError(f"cge_layers {self.cge_layers!r}: choose from {CGE_LAYERS}")
         if self.fixed_sine not in hjb.SINE_MODES:
@@ -90,6 +103,8 @@ class HJBTrainConfig:
             raise ValueError("steps >= 0, points >= 1, queries >= 1 and val_points >= 1 are required")
         if not 0.0 <= self.average_tail <= 1.0:
             raise ValueError(f"average_tail {self.average_tail} must be in [0, 1]")
+        if self.cge_mu < 0:
+            raise ValueError(f"cge_mu {self.cge_mu} must be >= 0 (0: the RGE's per-entry mu)")
         if not (self.lr > 0 and self.lr_final > 0 and self.mu > 0):
             raise ValueError("lr, lr_final and mu must be positive")
         if self.optimizer == "fo" and self.arith == "fixed":
@@ -101,6 +116,13 @@ def lr_at(cfg: HJBTrainConfig, step: int, base: float | None = None) -> float:
     if cfg.steps <= 1:
         return base
     return base * (cfg.lr_final / cfg.lr) ** (step / (cfg.steps - 1))
+
+
+def active_lr(cfg: HJBTrainConfig, step: int, switch: int) -> float:
+    """The learning rate the optimiser uses at `step` (hybrid: the fine stage's from `switch` on)."""
+    if cfg.optimizer == "hybrid" and step >= switch:
+        return lr_at(cfg, step, cfg.cge_lr)
+    return lr_at(cfg, step)
 
 
 def machine() -> str:
@@ -166,6 +188,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
     ck = out / "checkpoint.npz"
     velocity = np.zeros_like(theta)
     theta_sum, n_avg = np.zeros_like(theta), 0  # tail average (Polyak-Ruppert) of the iterates
+    avg_start = cfg.steps - int(round(cfg.average_tail * cfg.steps))  # iterates after this step are averaged
     adam = None
     if resume and ck.exists():
         z = np.load(ck, allow_pickle=False)
@@ -175,6 +198,11 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
         velocity = z["velocity"].copy()
         if "theta_sum" in z.files:
             theta_sum, n_avg = z["theta_sum"].copy(), int(z["n_avg"])
+            # the sum belongs to the averaging window it was started for; a resume with another window
+            # (other --steps or --average-tail) starts a fresh sum instead of mixing two runs' iterates
+            if n_avg and ("avg_start" not in z.files or int(z["avg_start"]) != avg_start):
+                log(f"{ck}: tail average of {n_avg} iterates from another averaging window discarded")
+                theta_sum, n_avg = np.zeros_like(theta), 0
         start_step, evals, wall0 = int(z["step"]), int(z["evals"]), float(z["wall"])
         old = out / "metrics.json"
         if old.exists():
@@ -197,7 +225,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
         params = net.unflatten(theta)
         row = {"step": step, "loss": loss0, "val_mse": model.val_mse(params, val_xt) if cfg.arith == "float"
                else model.val_mse(params, val_xt[:1000]),
-               "lr": lr_at(cfg, step), "evals": evals, "wall_s": round(time.time() - t0, 1)}
+               "lr": active_lr(cfg, step, switch), "evals": evals, "wall_s": round(time.time() - t0, 1)}
         if cfg.arith == "fixed":
             row["val_mse_float"] = val_float.val_mse(params, val_xt)
         return row
@@ -208,7 +236,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
             extra = {"adam_m": fo.m, "adam_v": fo.v}
         tmp = out / "checkpoint.tmp.npz"
         np.savez(tmp, theta=theta, velocity=velocity, step=step, evals=evals, wall=time.time() - t0,
-                 theta_sum=theta_sum, n_avg=n_avg, **extra)
+                 theta_sum=theta_sum, n_avg=n_avg, avg_start=avg_start, **extra)
         os.replace(tmp, ck)
 
     def write(final: dict | None = None) -> dict:
@@ -230,7 +258,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
                 model = val_float  # late steps: float64 loss (float32 rounding is amplified ~1e4 by the Laplacian)
             theta, velocity, loss0, n_evals = _one_step(cfg, step, theta, velocity, model, fo, switch, mu_eff)
             evals += n_evals
-            if cfg.average_tail > 0 and step + 1 > cfg.steps - int(round(cfg.average_tail * cfg.steps)):
+            if cfg.average_tail > 0 and step + 1 > avg_start:
                 theta_sum += theta
                 n_avg += 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -290,13 +318,22 @@ def _one_step(cfg: HJBTrainConfig, step: int, theta: np.ndarray, velocity: np.nd
         n_evals = 3 * fac.count * cfg.points  # forward + backward ~ 3 forwards
     else:
         loss = model.batched_loss(xt, fac)
-        if cfg.optimizer == "signrge" or step < switch:
+        if cfg.optimizer == "signrge" or (cfg.optimizer == "hybrid" and step < switch):
             xi = zo.directions(cfg.seed, step, cfg.queries, theta.size, cfg.perturbation)
             est = zo.sign_rge(loss, theta, mu_eff, xi, central=cfg.central)
             theta = theta - lr_at(cfg, step) * est.grad
+        elif cfg.optimizer == "rge" or cfg.fine == "rge":
+            xi = zo.directions(cfg.seed, step, cfg.queries, theta.size, cfg.perturbation)
+            est = zo.rge(loss, theta, mu_eff, xi, central=cfg.central)
+            velocity = cfg.rge_momentum * velocity + est.grad
+            lr = lr_at(cfg, step) if cfg.optimizer == "rge" else lr_at(cfg, step, cfg.cge_lr)
+            theta = theta - lr * velocity
         else:
             coords = cge_coordinates(cfg, step, model.net)
-            est = zo.cge(loss, theta, mu_eff, coords)
+            # forward differences are biased by cge_mu * L''_pp / 2; near the solution that bias, not the
+            # noise, sets the floor (the output layer's Hessian is ill-conditioned), so a small cge_mu is
+            # used with the exact float64 output-layer fast path (DeltaHJB, --cge-layers last)
+            est = zo.cge(loss, theta, cfg.cge_mu or mu_eff, coords)
             velocity = cfg.momentum * velocity + est.grad
             theta = theta - lr_at(cfg, step, cfg.cge_lr) * velocity
         loss0 = est.loss0

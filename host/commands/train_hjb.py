@@ -1,4 +1,4 @@
-"""`ttzo train hjb`: train the HJB-20 PINN BP-free (ZO-signRGE / hybrid) or with the FO baseline."""
+"""`ttzo train hjb`: train the HJB-20 PINN BP-free (ZO-signRGE / ZO-RGE / hybrid) or with the FO baseline."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = group(sub, "train", help="train a network with the golden model (zeroth-order or first-order)")
     p = g.add_parser("hjb", help="the 20-dim HJB PINN (paper section 5.2)",
                      description="Train the 20-dim HJB PINN: loss by a sparse-grid (sg) or Monte Carlo (mc) "
-                                 "Stein estimator or finite differences (fd); ZO-signRGE, hybrid (signRGE then "
-                                 "CGE) or a first-order baseline (fo, needs jax). Writes metrics.json, "
-                                 "checkpoint.npz and diagonal.png to --out.")
+                                 "Stein estimator or finite differences (fd); ZO-signRGE, ZO-RGE (eq. 2, "
+                                 "magnitude-carrying), hybrid (signRGE then CGE or RGE) or a first-order baseline "
+                                 "(fo, needs jax). Writes metrics.json, checkpoint.npz and diagonal.png to --out.")
     p.add_argument("--estimator", choices=["sg", "mc", "fd"], default="sg")
-    p.add_argument("--optimizer", choices=["fo", "signrge", "hybrid"], default="signrge")
+    p.add_argument("--optimizer", choices=["fo", "signrge", "rge", "hybrid"], default="signrge")
     p.add_argument("--arith", choices=["float", "fixed"], default="float")
     p.add_argument("--net", default="tt", help="tt (7,745 params), fc3-768, fc3-78 or fc2-320")
     p.add_argument("--out", required=True, help="output folder")
@@ -30,7 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forward-difference", action="store_true", help="RGE with forward instead of central "
                                                                       "differences (N + 1 instead of 2N + 1 losses)")
     p.add_argument("--switch", type=int, default=0, help="hybrid: step of the switch to CGE (0: 80%% of steps)")
-    p.add_argument("--cge-lr", type=float, default=1e-3, help="hybrid: CGE learning rate (decays like --lr)")
+    p.add_argument("--fine", choices=["cge", "rge"], default="cge",
+                   help="hybrid: fine stage after the switch, ZO-CGE with --momentum (paper) or ZO-RGE with "
+                        "--rge-momentum")
+    p.add_argument("--cge-lr", "--fine-lr", dest="cge_lr", type=float, default=1e-3,
+                   help="hybrid: learning rate of the fine stage (CGE or RGE; decays like --lr)")
+    p.add_argument("--cge-mu", type=float, default=0.0,
+                   help="hybrid: CGE coordinate step (0: the RGE's per-entry mu, i.e. --mu / sqrt(d)); forward "
+                        "differences are biased by cge_mu * L''/2, so use a small one (1e-6) with --cge-layers last "
+                        "--dtype delta32, whose output-layer losses are float64 functions of the weights")
     p.add_argument("--cge-fraction", type=float, default=0.02, help="hybrid: fraction of coordinates per CGE step")
     p.add_argument("--cge-layers", choices=["all", "last"], default="all",
                    help="hybrid: CGE on coordinates of all layers, or of the output layer only (exact fast path "
@@ -39,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also report the validation MSE of the mean of the iterates over this final fraction of "
                         "the steps (Polyak-Ruppert tail averaging; 0: off)")
     p.add_argument("--momentum", type=float, default=0.9, help="hybrid: CGE momentum")
+    p.add_argument("--rge-momentum", type=float, default=0.0,
+                   help="rge (and hybrid --fine rge): heavy-ball momentum of the RGE step (0: plain RGE)")
     p.add_argument("--dtype", choices=["float32", "float64", "delta32"], default="float32",
                    help="float training loss: float32, float64, or delta32 (node differences NN(x+delta)-NN(x) "
                         "carried in float32 exactly; ~100x smaller residual error than float32)")
@@ -58,12 +68,14 @@ def run(args: argparse.Namespace) -> int:
     from ttzo.golden.hjb_train import HJBTrainConfig, train_hjb
     cfg = HJBTrainConfig(estimator=args.estimator, optimizer=args.optimizer, arith=args.arith, net=args.net,
                          steps=args.steps, points=args.points, lr=args.lr, lr_final=args.lr_final, mu=args.mu,
-                         queries=args.queries, mu_is_radius=not args.mu_per_entry, central=not args.forward_difference, switch=args.switch,
+                         queries=args.queries, mu_is_radius=not args.mu_per_entry,
+                         central=not args.forward_difference, switch=args.switch,
                          dtype=args.dtype, f64_from=args.f64_from, val_points=args.val_points,
                          log_every=args.log_every, seed=args.seed,
                          fixed_sine=args.sine, cge_lr=args.cge_lr, cge_fraction=args.cge_fraction,
                          momentum=args.momentum, cge_layers=args.cge_layers,
-                         average_tail=args.average_tail)
+                         average_tail=args.average_tail, fine=args.fine, rge_momentum=args.rge_momentum,
+                         cge_mu=args.cge_mu)
     final = train_hjb(cfg, args.out, resume=args.resume, progress=not args.json,
                       log=lambda s: print(s, flush=True))
     if args.json:

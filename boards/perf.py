@@ -90,30 +90,43 @@ def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, querie
 #: r = 6, batch 64, measured by cosimulation (docs/rtl-zo.md, `ttzo sim zo-step --optimizer signrge --rank 6
 #: --batch 64 --steps 1 --queries 2 --json`: 5,119,467 cycles for one signRGE step with N = 2, i.e. three
 #: forward passes plus the update pass) and docs/rtl.md (TT engine alone, P = 16, drains = 1: 26,567
-#: cycles per sample).  The update pass costs n_params + N + 10 cycles (rtl/zo_update.SignRgeUpdate).
+#: cycles per sample).  At that measurement the update pass cost n_params + N_max + 10 cycles
+#: (rtl/zo_update.SignRgeUpdate, N_max = 10 in the design whatever N is).
 FULL_R6_STEP_N2_CYCLES = 5_119_467
+#: The update pass then (see above) and now: SignRgeUpdate(10).pass_cycles(3962) = n_params + N_max +
+#: ceil(log2 N_max) + 18 since its timing pipeline (docs/rtl-zo.md; tests/test_rtl_zo_update.py).
+FULL_R6_UPDATE_CYCLES_MEASURED = 3962 + 10 + 10
+FULL_R6_UPDATE_CYCLES = 3962 + 10 + 4 + 18
+#: Cycles each load pass gained with the perturber's pipeline (rtl/perturb.Perturber.LATENCY: the
+#: load pass drains it before the engine starts).
+FULL_R6_LOAD_DRAIN_CYCLES = 7
 FULL_R6_SAMPLE_CYCLES = 26_567
 FULL_R6_PARAMS = 3962
-#: Cycles the timing pipeline stages added after those measurements cost per sample: 2 MAC + 4 drain
-#: stages of fill per absorption step, 8 steps per sample (rtl/tt_engine.py).
-FULL_R6_TIMING_CYCLES_PER_SAMPLE = 6 * 8
+#: Cycles the timing pipeline stages added after those measurements cost per sample: 2 MAC + 5 drain
+#: stages (the last the registered bias read, d2r) of fill per absorption step, 8 steps per sample
+#: (rtl/tt_engine.py).
+FULL_R6_TIMING_CYCLES_PER_SAMPLE = 7 * 8
+#: Cycles each forward pass gained with the loss unit's pipeline: its last sample is counted
+#: rtl/loss_unit.latency(10) = 28 clock edges after its last logit instead of 2C + 2 = 22.
+FULL_R6_LOSS_DRAIN_CYCLES = 28 - 22
 
 
 def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud: int = 3_000_000,
                      link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> Perf:
     """Epoch time of the full design from its simulated cycle counts (MNIST r = 6, B = 64 only).
 
-    A forward pass of the batch (load pass + 64 samples + loss) is F = (S_2 - U_2) / 3 cycles,
-    S_2 the measured N = 2 step and U_N = n_params + N + 10 the update pass; a step with N queries
-    is (N + 1) F + U_N (each random query adds its seeding and checkpoint walk, ~n_params cycles,
-    to F's load pass: the N = 2 measurement includes two of the three, so this is within 0.1 %).
-    F also gets the fill cycles of the pipeline stages added for timing after the measurement.
+    A forward pass of the batch (load pass + 64 samples + loss) is F = (S_2 - U') / 3 cycles,
+    S_2 the measured N = 2 step and U' = n_params + 20 its update pass; a step with N queries
+    is (N + 1) F + U, U = n_params + 32 the update pass now (each random query adds its seeding and
+    checkpoint walk, ~n_params cycles, to F's load pass: the N = 2 measurement includes two of the
+    three, so this is within 0.1 %).  F also gets the fill cycles of the pipeline stages added for
+    timing after the measurement (engine stages per sample, the perturber's drain per load pass).
     """
     if batch != 64:
         raise ValueError("the full design's cycle counts were measured with batch 64")
-    upd2 = FULL_R6_PARAMS + 2 + 10
-    fwd = round((FULL_R6_STEP_N2_CYCLES - upd2) / 3) + batch * FULL_R6_TIMING_CYCLES_PER_SAMPLE
-    cs = (queries + 1) * fwd + FULL_R6_PARAMS + queries + 10
+    fwd = round((FULL_R6_STEP_N2_CYCLES - FULL_R6_UPDATE_CYCLES_MEASURED) / 3) \
+        + batch * FULL_R6_TIMING_CYCLES_PER_SAMPLE + FULL_R6_LOAD_DRAIN_CYCLES + FULL_R6_LOSS_DRAIN_CYCLES
+    cs = (queries + 1) * fwd + FULL_R6_UPDATE_CYCLES
     steps = math.ceil(MNIST_TRAIN / batch)
     ce = steps * cs
     compute = ce / fmax_hz
@@ -124,8 +137,8 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
                 "measured cycles (cosimulation of the full design)", macs, FULL_R6_SAMPLE_CYCLES,
                 batch * (queries + 1), cs, steps, ce, FULL_R6_SAMPLE_CYCLES / fmax_hz, cs / fmax_hz, compute, link,
                 compute + link, baud,
-                f"F = (S_2 - U_2)/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} = {fwd} cycles per forward pass of 64 "
-                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + D + N + 10; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)")
+                f"F = (S_2 - U')/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} + {FULL_R6_LOAD_DRAIN_CYCLES} + {FULL_R6_LOSS_DRAIN_CYCLES} = {fwd} cycles per forward pass of 64 "
+                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + U, U = D + 32 cycles of update pass; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)")
 
 
 def machine() -> str:

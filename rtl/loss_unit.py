@@ -10,17 +10,27 @@ equals the label leave on the ``result`` stream; the batch sum (exact, no divisi
 number of correct samples, the number of samples and the number of saturated losses
 accumulate in registers until ``clear``.
 
-Timing (no pipelining across phases; the loss unit is far off the critical path of a forward
-pass): 1 cycle for the label, C cycles to load logits, 2 cycles per class for exp2, 2 cycles
-to normalise, 1 cycle to present the result: 3C + 4 cycles per sample when never stalled.
+Timing (for Fmax, not throughput: the unit is idle most of the time, the TT engine needs
+~26,600 cycles per MNIST sample): every ROM read, multiply, variable shift and wide add sits
+alone between registers.  The C classes stream through a 7-stage exp2 pipeline (difference,
+x LOG2E, rounding, ROM address, ROM data, shift, rounding add) into S; the normalisation and
+the final loss are a 9-stage chain (leading one, window, table index, ROM address, ROM data,
+x LN2, rounding, + margin, saturation).  1 cycle for the label, C to load the logits, C + 8
+for exp2 and S, 9 to normalise, 1 to accumulate, 1 to present the result: 2C + 20 cycles per
+sample when never stalled (``cycles_per_sample``).
 """
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttzo.golden.fixed import QFormat
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.loss import EXP_BITS, LN2, LOG2E, LOG_BITS, SUM_FRAC, exp2_table, log2_table
+
+#: Registers between a class entering the exp2 pipeline and its term reaching S.
+EXP_STAGES = 7
+#: Cycles from the final S to the registered, saturated loss code.
+NORM_STAGES = 9
 
 
 def round_shift_value(v, shift: int):
@@ -30,6 +40,17 @@ def round_shift_value(v, shift: int):
     return (v + (1 << (shift - 1))) >> shift
 
 
+def leading_one(v: Value) -> tuple[Value, Value]:
+    """(any bit set, index of the highest set bit) of `v` as a balanced mux tree (depth log2 width)."""
+    n = len(v)
+    if n == 1:
+        return v[0], Value.cast(0)
+    half = 1 << ((n - 1).bit_length() - 1)          # low part: a power of two, high part the rest
+    lo_any, lo_idx = leading_one(v[:half])
+    hi_any, hi_idx = leading_one(v[half:])
+    return hi_any | lo_any, Mux(hi_any, hi_idx + half, lo_idx)
+
+
 def result_layout(classes: int, loss: QFormat) -> data.StructLayout:
     return data.StructLayout({"loss": signed(loss.bits), "correct": 1, "argmax": range(classes),
                               "saturated": 1})
@@ -37,7 +58,16 @@ def result_layout(classes: int, loss: QFormat) -> data.StructLayout:
 
 def cycles_per_sample(classes: int) -> int:
     """Cycles the unit needs per sample when its streams never stall (see module docstring)."""
-    return 3 * classes + 4
+    return 1 + classes + latency(classes) + 1
+
+
+def latency(classes: int) -> int:
+    """Clock edges after the one that transfers a sample's last logit until the one that counts the sample.
+
+    Only the batch's last sample adds this to a forward pass (the earlier ones overlap the
+    engine); it was 2C + 2 before the unit was pipelined for Fmax.
+    """
+    return (classes + EXP_STAGES + 1) + NORM_STAGES + 1
 
 
 class LossUnit(wiring.Component):
@@ -85,44 +115,70 @@ class LossUnit(wiring.Component):
         amax = Signal(range(C))
         zlab = Signal(signed(act.bits))
         j = Signal(range(C + 1))
-        k = Signal(unsigned(40))
-        big_k = Signal()
         S = Signal(unsigned(SUM_FRAC + 1 + (C - 1).bit_length() + 1))
-        p = Signal(range(S.shape().width))
         res = Signal(result_layout(C, lossf))
+        issue = Signal()                     # a class enters the exp2 pipeline this cycle
 
-        # --- exp2 of one class: u = round((m - z_j) * LOG2E), k = u >> E, r = u mod 2^E -------
-        diff = Signal(unsigned(act.bits + 1))
-        m.d.comb += diff.eq(zmax - buf[j])  # >= 0: zmax is the maximum
-        u = Signal(unsigned(act.bits + 1 + 17 + max(0, EXP_BITS - act.frac - 16)))
-        m.d.comb += u.eq(round_shift_value(diff * LOG2E, act.frac + 16 - EXP_BITS))
+        # --- exp2 pipeline, one class per cycle: u = round((m - z_j) * LOG2E), k = u >> E, --------
+        # --- r = u mod 2^E, e_j = round_half_up(EXP2[r] >> k) (0 when k > 31), S += e_j ------------
+        v = [Signal(name=f"exp_v{i}") for i in range(1, EXP_STAGES + 1)]   # stage valid bits
+        m.d.sync += [v[0].eq(issue)] + [v[i].eq(v[i - 1]) for i in range(1, EXP_STAGES)]
+        diff = Signal(unsigned(act.bits + 1))                               # 1: >= 0, zmax is the maximum
+        prod = Signal(unsigned(act.bits + 1 + 17))                          # 2: x LOG2E
+        u = Signal(unsigned(act.bits + 1 + 17 + max(0, EXP_BITS - act.frac - 16)))   # 3: rounded
+        k4, big4 = Signal(5, name="k4"), Signal(name="big4")              # 4: ROM address presented
+        base5 = Signal(SUM_FRAC + 1, name="base5")                         # 5: ROM data registered
+        k5, big5 = Signal(5, name="k5"), Signal(name="big5")
+        sh6, rb6 = Signal(SUM_FRAC + 1, name="sh6"), Signal(name="rb6")   # 6: shifted, rounding bit
+        e7 = Signal(unsigned(SUM_FRAC + 1))                                 # 7: rounded term
+        m.d.sync += [
+            diff.eq(zmax - buf[j]),
+            prod.eq(diff * LOG2E),
+            u.eq(round_shift_value(prod, act.frac + 16 - EXP_BITS)),
+            k4.eq(u[EXP_BITS:EXP_BITS + 5]), big4.eq(u[EXP_BITS + 5:] != 0),
+            base5.eq(exp_rd.data), k5.eq(k4), big5.eq(big4),
+            sh6.eq(Mux(big5, 0, base5 >> k5)),
+            rb6.eq(~big5 & (k5 != 0) & base5.bit_select((k5 - 1)[:5], 1)),
+            e7.eq(sh6 + rb6),
+        ]
         m.d.comb += exp_rd.addr.eq(u[:EXP_BITS])
-        base = exp_rd.data
-        k5 = k[:5]
-        e = Signal(unsigned(SUM_FRAC + 1))
-        m.d.comb += e.eq(Mux(big_k, 0, (base >> k5) + Mux(k5 == 0, 0, base.bit_select((k5 - 1).as_unsigned()[:5], 1))))
+        with m.If(v[EXP_STAGES - 1]):
+            m.d.sync += S.eq(S + e7)
 
-        # --- normalisation: p = floor(log2 S), i = round(S / 2^(p-G)) - 2^G --------------------
-        for b in range(S.shape().width):
-            with m.If(S[b]):
-                m.d.comb += p.eq(b)
-        sh = Signal(range(S.shape().width))
-        m.d.comb += sh.eq(p - LOG_BITS)
-        idx = Signal(unsigned(LOG_BITS + 2))
-        m.d.comb += idx.eq((S >> sh) + S.bit_select((sh - 1).as_unsigned()[:sh.shape().width], 1) - (1 << LOG_BITS))
-        m.d.comb += log_rd.addr.eq(idx)
-
-        # --- final: log2S -> ln S -> loss ---------------------------------------------------------
-        p_reg = Signal.like(p)
-        log2s = Signal(unsigned(p.shape().width + 17))
-        m.d.comb += log2s.eq(((p_reg - SUM_FRAC) << 16) + log_rd.data)
-        lns = Signal(unsigned(log2s.shape().width + 16 + max(0, lossf.frac - 32)))
-        m.d.comb += lns.eq(round_shift_value(log2s * LN2, 32 - lossf.frac))
-        raw = Signal(unsigned(max(act.bits + 1 + lossf.frac - act.frac, lns.shape().width) + 1))
-        m.d.comb += raw.eq(((zmax - zlab).as_unsigned() << (lossf.frac - act.frac)) + lns)
-        sat = Signal()
-        m.d.comb += sat.eq(raw > lossf.max_code)
-        loss_code = Mux(sat, lossf.max_code, raw[:lossf.bits])
+        # --- normalisation and final loss, registers updated every cycle (valid NORM_STAGES cycles --
+        # --- after S is final): p = floor(log2 S), i = round(S / 2^(p-G)) - 2^G, ------------------
+        # --- log2S = ((p - 30) << 16) + LOG2[i], lnS = round(log2S * LN2), loss = sat(margin + lnS)
+        # S >= 2^SUM_FRAC always (the maximum's term is EXP2[0] = 2^SUM_FRAC exactly), so p is found
+        # among the bits from SUM_FRAC up and the window S[p-G : p+1] lies inside S.
+        top = S[SUM_FRAC:]
+        q = Signal(range(len(top)))                                         # 1: p - SUM_FRAC
+        m.d.sync += q.eq(leading_one(top)[1])
+        G = LOG_BITS
+        win = Signal(G)                                                     # 2: S >> (p - G), minus 2^G
+        rb = Signal()                                                       #    S bit p - G - 1
+        m.d.sync += [win.eq(Array(S[SUM_FRAC + t - G:SUM_FRAC + t] for t in range(len(top)))[q]),
+                     rb.eq(Array(S[SUM_FRAC + t - G - 1] for t in range(len(top)))[q])]
+        idx = Signal(unsigned(G + 1))                                       # 3: table index 0..2^G
+        m.d.sync += idx.eq(win + rb)
+        m.d.comb += log_rd.addr.eq(idx)                                     # 4: ROM address presented
+        lg = Signal(unsigned(17))                                           # 5: LOG2[i] registered
+        m.d.sync += lg.eq(log_rd.data)
+        q5 = Signal.like(q)
+        m.d.sync += q5.eq(q)
+        p_lo = Signal(unsigned(17 + 16))                                    # 6: LOG2[i] x LN2
+        p_hi = Signal(unsigned(len(q) + 16))                                #    (p - 30) x LN2
+        m.d.sync += [p_lo.eq(lg * LN2), p_hi.eq(q5 * LN2)]
+        lns = Signal(unsigned(len(q) + 17 + 16 + 1 + max(0, lossf.frac - 32)))   # 7: rounded ln S
+        m.d.sync += lns.eq(round_shift_value((p_hi << 16) + p_lo, 32 - lossf.frac))
+        margin = Signal(unsigned(act.bits + 1))                             # z_max - z_label >= 0
+        m.d.sync += margin.eq(zmax - zlab)
+        raw = Signal(unsigned(max(act.bits + 1 + lossf.frac - act.frac, len(lns)) + 1))   # 8: + margin
+        m.d.sync += raw.eq((margin << (lossf.frac - act.frac)) + lns)
+        sat = Signal()                                                      # 9: saturated code
+        loss_code = Signal(signed(lossf.bits))
+        m.d.sync += [sat.eq(raw > lossf.max_code), loss_code.eq(Mux(raw > lossf.max_code, lossf.max_code,
+                                                                    raw[:lossf.bits]))]
+        wait = Signal(range(NORM_STAGES + 1))
 
         m.d.comb += [self.result.payload.eq(res)]
         with m.If(self.clear):
@@ -145,20 +201,19 @@ class LossUnit(wiring.Component):
                         m.d.sync += zlab.eq(z)
                     with m.If(j == C - 1):
                         m.d.sync += [j.eq(0), S.eq(0)]
-                        m.next = "EXP_ADDR"
-            with m.State("EXP_ADDR"):     # ROM address = r_j (comb); register k_j
-                m.d.sync += [k.eq(u >> EXP_BITS), big_k.eq((u >> EXP_BITS) > 31)]
-                m.next = "EXP_ACC"
-            with m.State("EXP_ACC"):      # ROM data = EXP2[r_j]
-                m.d.sync += [S.eq(S + e), j.eq(j + 1)]
-                with m.If(j == C - 1):
+                        m.next = "EXP"
+            with m.State("EXP"):          # issue class j per cycle, then let the pipeline empty into S
+                with m.If(j != C):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += j.eq(j + 1)
+                with m.Elif(~Cat(*v).any()):
+                    m.d.sync += wait.eq(0)
                     m.next = "NORM"
-                with m.Else():
-                    m.next = "EXP_ADDR"
-            with m.State("NORM"):         # ROM address = i (comb); register p
-                m.d.sync += p_reg.eq(p)
-                m.next = "FINAL"
-            with m.State("FINAL"):        # ROM data = LOG2[i]
+            with m.State("NORM"):         # S is final: the normalisation chain settles
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == NORM_STAGES - 1):
+                    m.next = "FINAL"
+            with m.State("FINAL"):
                 m.d.sync += [res.loss.eq(loss_code), res.correct.eq(amax == label), res.argmax.eq(amax),
                              res.saturated.eq(sat)]
                 with m.If(~self.clear):

@@ -6,11 +6,13 @@ xorshift32 applied p+1 times to its seed state.  Each :class:`Xorshift32` shows 
 word 0 is on the output at once and one word is consumed per cycle.
 
 :class:`StreamSeeder` is a pipelined fmix32 (one stream seed per cycle, latency
-:data:`SEEDER_LATENCY`): each 32x32 constant multiply sits alone between registers, so the
-seeder is not the critical path.  :class:`PrngBank` holds N streams (queries
-first_query..first_query+N-1 of one step), seeds them one after another through one shared
-seeder (N + latency cycles) and then advances all N in lock step: the N parallel xi words
-the signRGE accumulate pass needs for one parameter per cycle.
+:data:`SEEDER_LATENCY`): each 32x32 constant multiply (mod 2^32) is split into three registered
+16x16 partial products (one hard multiplier each) summed in the next stage, so no register-to-
+register path holds more than one hard multiplier or one short chain of adds.
+:class:`PrngBank` holds N streams (queries first_query..first_query+N-1 of one step), seeds
+them one after another through one shared seeder (N + latency cycles) and then advances all N
+in lock step: the N parallel xi words the signRGE accumulate pass needs for one parameter per
+cycle.
 """
 
 from amaranth import Cat, Module, Mux, Signal, Value
@@ -83,23 +85,42 @@ class StreamSeeder(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        # stage registers: (valid, tag, value)
-        stages = [(Signal(name=f"v{i}"), Signal(self.tag_bits, name=f"t{i}"), Signal(32, name=f"h{i}"))
-                  for i in range(SEEDER_LATENCY)]
-        h0 = (self.seed ^ Cat(self.query, self.step)[:32])
-        ops = [
-            lambda h: h ^ (h >> 16),
-            lambda h: (h * FMIX_C1)[:32],
-            lambda h: h ^ (h >> 13),
-            lambda h: (h * FMIX_C2)[:32],
-            lambda h: Mux((h ^ (h >> 16)) == 0, 1, h ^ (h >> 16)),
-        ]
-        prev = (self.valid, self.tag, h0)
-        for (v, t, h), op in zip(stages, ops):
-            m.d.sync += [v.eq(prev[0]), t.eq(prev[1]), h.eq(op(prev[2]))]
-            prev = (v, t, h)
-        m.d.comb += [self.out_valid.eq(prev[0]), self.out_tag.eq(prev[1]), self.state.eq(prev[2])]
+        # fmix32 in SEEDER_LATENCY register stages:
+        #   1: h ^= h >> 16            2: partial products of h * C1     3: sum; h ^= h >> 13
+        #   4: partial products of h * C2    5: sum; h ^= h >> 16; 0 -> 1
+        valid = [Signal(name=f"v{i}") for i in range(SEEDER_LATENCY)]
+        tags = [Signal(self.tag_bits, name=f"t{i}") for i in range(SEEDER_LATENCY)]
+        m.d.sync += [valid[0].eq(self.valid), tags[0].eq(self.tag)]
+        m.d.sync += [valid[i].eq(valid[i - 1]) for i in range(1, SEEDER_LATENCY)]
+        m.d.sync += [tags[i].eq(tags[i - 1]) for i in range(1, SEEDER_LATENCY)]
+
+        h0 = self.seed ^ Cat(self.query, self.step)[:32]
+        h1 = Signal(32)
+        m.d.sync += h1.eq(h0 ^ (h0 >> 16))
+        pp2 = _const_mul_partials(m, h1, FMIX_C1, "pp2")
+        h3 = Signal(32)
+        m3 = _sum_partials(pp2)
+        m.d.sync += h3.eq(m3 ^ (m3 >> 13))
+        pp4 = _const_mul_partials(m, h3, FMIX_C2, "pp4")
+        h5 = Signal(32)
+        m5 = _sum_partials(pp4)
+        f5 = (m5 ^ (m5 >> 16))[:32]
+        m.d.sync += h5.eq(Mux(f5 == 0, 1, f5))
+        m.d.comb += [self.out_valid.eq(valid[-1]), self.out_tag.eq(tags[-1]), self.state.eq(h5)]
         return m
+
+
+def _const_mul_partials(m: Module, h: Value, c: int, name: str) -> tuple[Signal, Signal, Signal]:
+    """Registered partial products of (h * c) mod 2^32: lo x lo (32 bits), lo x hi and hi x lo (16 bits each)."""
+    ll, lh, hl = Signal(32, name=f"{name}_ll"), Signal(16, name=f"{name}_lh"), Signal(16, name=f"{name}_hl")
+    m.d.sync += [ll.eq(h[:16] * (c & 0xFFFF)), lh.eq((h[:16] * (c >> 16))[:16]), hl.eq((h[16:32] * (c & 0xFFFF))[:16])]
+    return ll, lh, hl
+
+
+def _sum_partials(pp: tuple[Signal, Signal, Signal]) -> Value:
+    """(ll + ((lh + hl) << 16)) mod 2^32: the hi x hi product only touches bits >= 32."""
+    ll, lh, hl = pp
+    return (ll + (((lh + hl)[:16]) << 16))[:32]
 
 
 class PrngBank(wiring.Component):

@@ -376,18 +376,24 @@ class TTEngine(wiring.Component):
         m.d.sync += [d2.valid.eq(d1.valid), d2.acc.eq(d1.acc),
                      d2.word.eq((f1 >> LB) * desc.knext + d1.k.as_unsigned()),
                      d2.lane.eq(f1[:LB] if P > 1 else 0)]
-        # Timing: the bias shift, the bias add, the rounding add, the variable right shift and the
-        # saturation each get their own stage (d2b, d3, d3r, d3s, d4), and the sine phase product is
-        # split into three registered partial products (d4m) summed in d5; values are bit-identical
-        # to the one-stage forms (two's complement sums truncated to the same widths).
+        # Timing: the bias read is registered as it leaves the block RAM (d2r), then the bias shift,
+        # the bias add, the rounding add, the variable right shift and the saturation each get their
+        # own stage (d2b, d3, d3r, d3s, d4), and the sine phase product is split into three registered
+        # partial products (d4m) summed in d5; values are bit-identical to the one-stage forms (two's
+        # complement sums truncated to the same widths).
         lane_w = unsigned(max(1, LB))
+        d2r = Signal(name=f"d2r{sfx}", shape=data.StructLayout({
+            "valid": 1, "acc": acc_shape, "bias": signed(p.bias_bits), "word": unsigned(p.addr_bits),
+            "lane": lane_w}))
+        m.d.sync += [d2r.bias.eq(biases_r.data),
+                     d2r.valid.eq(d2.valid), d2r.acc.eq(d2.acc), d2r.word.eq(d2.word), d2r.lane.eq(d2.lane)]
         d2b = Signal(name=f"d2b{sfx}", shape=data.StructLayout({
             "valid": 1, "acc": acc_shape, "bsh": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
         with m.If(desc.last):
-            m.d.sync += d2b.bsh.eq(biases_r.data << desc.bshift)
+            m.d.sync += d2b.bsh.eq(d2r.bias << desc.bshift)
         with m.Else():
             m.d.sync += d2b.bsh.eq(0)
-        m.d.sync += [d2b.valid.eq(d2.valid), d2b.acc.eq(d2.acc), d2b.word.eq(d2.word), d2b.lane.eq(d2.lane)]
+        m.d.sync += [d2b.valid.eq(d2r.valid), d2b.acc.eq(d2r.acc), d2b.word.eq(d2r.word), d2b.lane.eq(d2r.lane)]
         d3 = Signal(name=f"d3{sfx}", shape=data.StructLayout({
             "valid": 1, "sum": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
         m.d.sync += [d3.sum.eq(d2b.acc + d2b.bsh),
@@ -475,5 +481,5 @@ class TTEngine(wiring.Component):
                 m.d.comb += port.data[lane].eq(result)
             with m.If(d6.valid & (desc.dst == code)):
                 m.d.comb += port.en.eq(lane_en)
-        return d1.valid | d2.valid | d2b.valid | d3.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \
+        return d1.valid | d2.valid | d2r.valid | d2b.valid | d3.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \
             | d5.valid | d6.valid

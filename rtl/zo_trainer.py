@@ -16,7 +16,8 @@ in a small log memory, indexed by forward-pass number, for the host to read.
 Before every forward pass a *load pass* streams the master parameters (flat order) through the
 perturber (OFF, RANDOM or COORD) into the engine's core and bias memories over its
 configuration bus (rtl/descriptors.py memory map: region 2 cores, region 3 biases, each in flat
-order): n_params + n_segments cycles, plus the checkpoint walk for a random query.  xi is never
+order): n_params + n_segments + Perturber.LATENCY (7, its pipeline drained) cycles, plus the
+checkpoint walk for a random query.  xi is never
 stored; the engine's own parameter memory holds the (perturbed) working copy, the trainer's
 parameter memory the master copy.  The engine then runs the batch from the on-chip input memory
 (``i`` stream) and its logits (``o`` stream) go straight into the loss unit.
@@ -166,7 +167,8 @@ class ZoTrainer(wiring.Component):
         p_rd = self.params.read_port()
         p_wr = self.params.write_port()
         load_open = Signal()   # the load pass opens a segment this cycle: prefetch its first code
-        m.d.comb += [pert.theta_in.payload.eq(p_seq.data), pert.theta_in.valid.eq(1),
+        ld_en = Signal()       # the load pass streams a code into the perturber this cycle
+        m.d.comb += [pert.theta_in.payload.eq(p_seq.data), pert.theta_in.valid.eq(ld_en), pert.theta_out.ready.eq(1),
                      p_rd.addr.eq(Mux(is_cge, cge.rd_addr, upd.rd_addr)),
                      upd.rd_data.eq(p_rd.data), cge.rd_data.eq(p_rd.data)]
         with m.If(host & (self.host_target == HostTarget.PARAMS)):
@@ -228,12 +230,20 @@ class ZoTrainer(wiring.Component):
 
         # --- engine configuration bus: host while idle, the load pass while training -------------------
         # The load pass's writes are registered (timing: the master parameter read, the perturbation
-        # and the saturation end in a register, not in the engine's memories); each lands one cycle
-        # later, still before the engine reads its cores.
-        ld_en = Signal()
+        # and the saturation end in a register, not in the engine's memories).  The perturber is a
+        # pipeline of pert.LATENCY stages (theta_out always ready, so fixed latency): each code's
+        # engine address follows it through a delay line of the same length, and the load pass
+        # waits LATENCY cycles (L_DRAIN) after its last code so every write lands, as before,
+        # by the cycle the engine starts.
         ld_addr = Signal(CFG_ADDR_BITS)
         ld_q = Signal(data.StructLayout({"en": 1, "addr": CFG_ADDR_BITS, "data": signed(self.width)}))
-        m.d.sync += [ld_q.en.eq(ld_en), ld_q.addr.eq(ld_addr), ld_q.data.eq(pert.theta_out.payload)]
+        ld_addr_d = ld_addr
+        for i in range(pert.LATENCY):
+            r = Signal(CFG_ADDR_BITS, name=f"ld_addr_d{i + 1}")
+            m.d.sync += r.eq(ld_addr_d)
+            ld_addr_d = r
+        m.d.sync += [ld_q.en.eq(pert.theta_out.valid), ld_q.addr.eq(ld_addr_d), ld_q.data.eq(pert.theta_out.payload)]
+        drain = Signal(range(pert.LATENCY + 1))
         with m.If(self.busy):
             m.d.comb += [eng.cfg_addr.eq(ld_q.addr), eng.cfg_data.eq(ld_q.data), eng.cfg_en.eq(ld_q.en)]
         with m.Else():
@@ -327,7 +337,7 @@ class ZoTrainer(wiring.Component):
                 m.d.comb += [pert.open.eq(1), pert.segment.eq(k), load_open.eq(1)]
                 m.next = "L_STREAM"
             with m.State("L_STREAM"):
-                m.d.comb += [pert.segment.eq(k), pert.theta_out.ready.eq(1), ld_en.eq(1)]
+                m.d.comb += [pert.segment.eq(k), ld_en.eq(1)]
                 with m.If(seg_bias[k]):
                     m.d.sync += bias_ofs.eq(bias_ofs + 1)
                 with m.Else():
@@ -335,9 +345,14 @@ class ZoTrainer(wiring.Component):
                 with m.If(pert.index + 1 == seg_end):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k + 1 == self.n_segments):
-                        m.next = "FWD_START"
+                        m.d.sync += drain.eq(0)
+                        m.next = "L_DRAIN"
                     with m.Else():
                         m.next = "L_OPEN"
+            with m.State("L_DRAIN"):      # the last codes leave the perturber's pipeline
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == pert.LATENCY - 1):
+                    m.next = "FWD_START"
             with m.State("FWD_START"):
                 if self.pinn:
                     m.d.comb += eng.start.eq(1)

@@ -341,13 +341,22 @@ def test_full_design_has_sixteen_lanes():
 def test_full_design_perf_from_simulated_cycles():
     from ttzo.boards.perf import FULL_R6_STEP_N2_CYCLES, full_design_perf
     pm = full_design_perf(50e6)
-    fwd = (FULL_R6_STEP_N2_CYCLES - (3962 + 2 + 10)) / 3        # three forward passes + the update pass
-    fwd += 64 * 6 * 8                                            # + 6 pipeline cycles x 8 steps per sample
-    assert pm.step_cycles == pytest.approx(11 * fwd + 3962 + 10 + 10, abs=6)   # F rounded
+    fwd = (FULL_R6_STEP_N2_CYCLES - (3962 + 10 + 10)) / 3       # three forward passes + the update pass (N_max = 10)
+    fwd += 64 * 7 * 8 + 7 + 6      # + 7 pipeline cycles x 8 steps per sample, + the perturber's drain per load pass
+    #                                + the loss unit's longer latency on the last sample
+    upd = 3962 + 10 + 4 + 18       # the pipelined update pass: n_params + N_max + ceil(log2 N_max) + 18
+    assert pm.step_cycles == pytest.approx(11 * fwd + upd, abs=6)   # F rounded
+    from ttzo.boards import perf
+    from ttzo.rtl.perturb import Perturber
+    from ttzo.rtl.zo_update import signrge_pass_cycles
+    assert perf.FULL_R6_UPDATE_CYCLES == signrge_pass_cycles(3962, 10, 49) == upd   # the model = the RTL
+    assert perf.FULL_R6_LOAD_DRAIN_CYCLES == Perturber.LATENCY
+    from ttzo.rtl.loss_unit import latency
+    assert perf.FULL_R6_LOSS_DRAIN_CYCLES == latency(10) - (2 * 10 + 2)
     assert pm.epoch_compute_seconds == pytest.approx(938 * pm.step_cycles / 50e6)
     assert pm.macs_per_sample / (16 * pm.forward_cycles) == pytest.approx(pm.utilisation)
     # a forward pass of 64 samples is 64 engine samples plus the load pass (~n_params cycles)
-    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 48) + 2 * 3962
+    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 7 * 8) + 2 * 3962
 
 
 @pytest.mark.slow

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ttzo.golden.fixed import OverflowCounter, QFormat
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.loss import argmax_first, batch_loss_fixed, cross_entropy_fixed
-from ttzo.rtl.loss_unit import LossUnit, cycles_per_sample
+from ttzo.rtl.loss_unit import LossUnit, cycles_per_sample, latency, leading_one
 from ttzo.sim.tb_zo_amsim import recv, run, send
 
 
@@ -92,7 +96,8 @@ def test_real_looking_logits_small_tt_net() -> None:
     _check(logits, labels, cfg.act, cfg.loss)
 
 
-@pytest.mark.parametrize("act,loss,C", [(QFormat(12, 4), QFormat(20, 4), 3), (QFormat(10, 9), QFormat(40, 36), 17)])
+@pytest.mark.parametrize("act,loss,C", [(QFormat(12, 4), QFormat(20, 4), 3), (QFormat(10, 9), QFormat(40, 36), 17),
+                                         (QFormat(20, 14), QFormat(32, 20), 2), (QFormat(16, 8), QFormat(48, 40), 33)])
 def test_other_formats_and_class_counts(act: QFormat, loss: QFormat, C: int) -> None:
     rng = np.random.default_rng(C)
     logits = rng.integers(act.min_code, act.max_code + 1, size=(20, C))
@@ -125,3 +130,49 @@ def test_throughput_is_documented() -> None:
 
     run(dut, producer, consumer)
     assert np.all(np.diff(done) == cycles_per_sample(C))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 40), st.data())
+def test_leading_one_tree_is_floor_log2(width: int, draw) -> None:
+    """The loss unit's log-depth leading-one detector gives floor(log2 v) (and 'any' = v != 0)."""
+    values = draw.draw(st.lists(st.integers(0, (1 << width) - 1), min_size=1, max_size=8))
+    v, any_, idx = Signal(width), Signal(), Signal(range(max(2, width)))
+    m = Module()
+    m.d.comb += [any_.eq(leading_one(v)[0]), idx.eq(leading_one(v)[1])]
+    got = []
+
+    async def bench(ctx):
+        for x in values:
+            ctx.set(v, x)
+            got.append((ctx.get(any_), ctx.get(idx)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [a for a, _ in got] == [int(x != 0) for x in values]
+    assert [i for (a, i), x in zip(got, values) if x] == [x.bit_length() - 1 for x in values if x]
+
+
+def test_latency_is_documented() -> None:
+    """The batch counters count a sample latency(C) clock edges after the edge that transfers its last logit."""
+    C = 10
+    dut = LossUnit(C)
+    edges = {}
+
+    async def bench(ctx):
+        ctx.set(dut.result.ready, 1)
+        await send(ctx, dut.label, [3])
+        for z in range(C):
+            ctx.set(dut.logits.valid, 1)
+            ctx.set(dut.logits.payload, z * 37 - 100)
+            await ctx.tick().until(dut.logits.ready)     # returns just after the transfer's edge
+        ctx.set(dut.logits.valid, 0)
+        n = 0
+        while ctx.get(dut.samples) == 0:
+            await ctx.tick()
+            n += 1
+        edges["n"] = n
+
+    run(dut, bench)
+    assert edges["n"] == latency(C) == C + 18, edges["n"]

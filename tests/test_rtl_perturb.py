@@ -22,10 +22,19 @@ def _golden(net, theta: np.ndarray, xi: np.ndarray, mu_w: int, mu_b: int, kind: 
     return zo_fixed.perturb(theta, -xi if negate else xi, mu, pf, kind == "gaussian")[0]
 
 
-def _simulate(theta, segs, order, state, mode, kind, mu_w, mu_b, coord=0, negate=False):
+def _simulate(theta, segs, order, state, mode, kind, mu_w, mu_b, coord=0, negate=False, stall_seed=None):
+    """Stream the segments in `order` through the perturber; outputs grouped per read of a segment.
+
+    With `stall_seed`, the source drops valid and the sink drops ready at random (the pipeline must
+    stall as a whole); without, the stream runs back to back and each code must come out exactly
+    LATENCY cycles after it went in.
+    """
     dut = Perturber(max_segments=16, n_params_max=4096)
-    got: dict[int, list[int]] = {}
+    rng = np.random.default_rng(stall_seed)
+    got: dict[int, list[list[int]]] = {}
     prep_cycles: list[int] = []
+    outs: list[tuple[int, int]] = []        # (cycle, payload) of every output transfer
+    ins: list[int] = []                     # cycle of every input transfer
 
     async def bench(ctx):
         for a, (start, _, is_bias) in enumerate(segs):
@@ -51,25 +60,54 @@ def _simulate(theta, segs, order, state, mode, kind, mu_w, mu_b, coord=0, negate
             await ctx.tick()
             c += 1
         prep_cycles.append(c)
+        cycle = 0
+
+        def sink_ready():
+            ctx.set(dut.theta_out.ready, 1 if stall_seed is None else int(rng.random() < 0.7))
+
+        async def clock():
+            nonlocal cycle
+            if ctx.get(dut.theta_out.ready) and ctx.get(dut.theta_out.valid):
+                outs.append((cycle, ctx.get(dut.theta_out.payload)))
+            await ctx.tick()
+            cycle += 1
+            sink_ready()
+
+        sink_ready()
+
         for a in order:
             start, n, _ = segs[a]
             ctx.set(dut.segment, a)
             ctx.set(dut.open, 1)
-            await ctx.tick()
+            ctx.set(dut.theta_in.valid, 0)
+            await clock()                    # earlier codes keep flowing out while a segment opens
             ctx.set(dut.open, 0)
-            # stream the segment in, collecting the outputs combinationally at each transfer
-            ctx.set(dut.theta_out.ready, 1)
-            vals = []
-            for p in range(start, start + n):
-                ctx.set(dut.theta_in.valid, 1)
+            p = start
+            while p < start + n:
+                valid = 1 if stall_seed is None else int(rng.random() < 0.8)
+                ctx.set(dut.theta_in.valid, valid)
                 ctx.set(dut.theta_in.payload, int(theta[p]))
                 assert ctx.get(dut.index) == p
-                vals.append(ctx.get(dut.theta_out.payload))
-                await ctx.tick()
+                if valid and ctx.get(dut.theta_in.ready):
+                    ins.append(cycle)
+                    p += 1
+                await clock()
             ctx.set(dut.theta_in.valid, 0)
-            got.setdefault(a, []).append(vals)
+        total = sum(segs[a][1] for a in order)
+        for _ in range(1000):
+            if len(outs) == total:
+                break
+            await clock()
+        vals = [v for _, v in outs]
+        for a in order:
+            n = segs[a][1]
+            got.setdefault(a, []).append(vals[:n])
+            vals = vals[n:]
 
     run(dut, bench)
+    assert len(outs) == len(ins) == sum(segs[a][1] for a in order)
+    if stall_seed is None:
+        assert [c for c, _ in outs] == [c + Perturber.LATENCY for c in ins]   # the documented latency
     return got, prep_cycles[0]
 
 
@@ -84,8 +122,9 @@ def small_net():
     return net, theta
 
 
-@pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
-def test_random_perturbation_matches_golden_in_any_order(small_net, kind) -> None:
+@pytest.mark.parametrize("kind,stall_seed", [("rademacher", None), ("gaussian", None), ("gaussian", 4),
+                                             ("rademacher", 9)])
+def test_random_perturbation_matches_golden_in_any_order(small_net, kind, stall_seed) -> None:
     net, theta = small_net
     segs = segments(net)
     seed, step, q = 0xBEEF, 7, 3
@@ -96,7 +135,8 @@ def test_random_perturbation_matches_golden_in_any_order(small_net, kind) -> Non
     want = _golden(net, theta, xi, mu_w, mu_b, kind, negate)
     order = [3, 1, 0, 2, 4, 8, 6, 5, 7, 9, 1]  # a contraction-like order, and core 1 read twice
     got, prep = _simulate(theta, segs, order, state, Mode.RANDOM,
-                          XiKind.GAUSSIAN if kind == "gaussian" else XiKind.RADEMACHER, mu_w, mu_b, negate=negate)
+                          XiKind.GAUSSIAN if kind == "gaussian" else XiKind.RADEMACHER, mu_w, mu_b, negate=negate,
+                          stall_seed=stall_seed)
     for a, reads in got.items():
         start, n, _ = segs[a]
         for vals in reads:

@@ -1,6 +1,8 @@
 """ZO update engines (rtl/zo_update.py) against golden/zo_fixed.py: signRGE and CGE update passes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from amaranth import Elaboratable, Module, signed
@@ -42,8 +44,8 @@ def golden_signrge_update(net, theta, d, seed, step, kind, alpha_w, alpha_b):
     return new
 
 
-def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b, first_query=0):
-    eng = SignRgeUpdate(n_max, max_segments=16, n_params_max=1024)
+def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b, first_query=0, diff_bits=49):
+    eng = SignRgeUpdate(n_max, diff_bits, max_segments=16, n_params_max=1024)
     top = WithMemory(eng, theta)
     out: dict = {}
 
@@ -74,6 +76,7 @@ def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b,
         out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(len(theta))])
 
     run(top, bench)
+    out["pass_cycles"] = eng.pass_cycles(len(theta))
     return out
 
 
@@ -99,7 +102,30 @@ def test_signrge_update_matches_golden(kind: str, N: int, n_max: int) -> None:
     np.testing.assert_array_equal(got["theta"], want)
     assert got["changed"] == int(np.sum(want != theta))
     assert np.any(want == theta) and np.any(want != theta)
-    assert got["cycles"] == net.n_params + n_max + 10  # the documented pass time
+    # the documented pass time (49-bit d_i: three multiplier chunks, a ceil(log2 N_max)-level adder tree)
+    assert got["cycles"] == got["pass_cycles"] == net.n_params + n_max + 18 + math.ceil(math.log2(n_max))
+
+
+@pytest.mark.parametrize("kind,d,n_max,diff_bits", [
+    # equal d across the 17-bit multiplier chunks: a_p is exactly 0 whenever the two signs differ
+    ("rademacher", [(1 << 47) + (1 << 34) + (1 << 17) + 1] * 2, 2, 49),
+    ("rademacher", [-(1 << 48), (1 << 48) - 1, 5], 3, 49),      # the rails of a 49-bit difference
+    ("gaussian", [-(3 << 40) - 12345], 1, 49),                  # N_max = 1: no adder tree
+    ("gaussian", [(1 << 33) - 1, -(1 << 34), 77, -1, 1], 6, 35),  # two chunks, one query unused
+])
+def test_signrge_update_corner_differences(kind, d, n_max, diff_bits) -> None:
+    net = small_mnist_net()
+    theta = net.flatten(net.quantize(net.init(np.random.default_rng(3)), DEFAULT_CONFIG))
+    d = np.array(d, dtype=np.int64)
+    want = golden_signrge_update(net, theta, d, 99, 5, kind, 41, 5)
+    eng_kind = XiKind.GAUSSIAN if kind == "gaussian" else XiKind.RADEMACHER
+    got = _simulate_signrge(theta, segments(net), d, n_max, 99, 5, eng_kind, 41, 5, diff_bits=diff_bits)
+    np.testing.assert_array_equal(got["theta"], want)
+    assert got["changed"] == int(np.sum(want != theta))
+    chunks = 3 if diff_bits == 49 else 2     # 17-bit multiplier chunks of d_i
+    assert got["cycles"] == got["pass_cycles"] == net.n_params + n_max + 15 + math.ceil(math.log2(n_max)) + chunks
+    if len(d) == 2 and d[0] == d[1]:
+        assert 0 < got["changed"] < net.n_params   # about half the parameters see a_p = 0
 
 
 def test_signrge_equal_losses_leave_parameters_unchanged() -> None:
@@ -155,9 +181,16 @@ def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b
         ctx.set(eng.start, 1)
         await ctx.tick()
         ctx.set(eng.start, 0)
-        await ctx.tick().until(eng.done)
+        c = 1
+        while not ctx.get(eng.done):
+            await ctx.tick()
+            c += 1
+        out["cycles"] = c
+        out["changed"] = ctx.get(eng.changed)
         out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(net.n_params)])
 
     run(Top(), bench)
     np.testing.assert_array_equal(out["theta"], want)
     assert np.any(want == pf.hi) and np.any(want == pf.lo)  # both rails reached
+    assert out["changed"] == int(np.sum(want != theta))
+    assert out["cycles"] == net.n_params + 12  # the documented pass time (P + 4 before the timing stages)

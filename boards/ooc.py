@@ -52,6 +52,16 @@ def _loss_unit():
     return LossUnit(10)
 
 
+def _stream_seeder():
+    from ttzo.rtl.prng import StreamSeeder
+    return StreamSeeder()
+
+
+def _prng_bank():
+    from ttzo.rtl.prng import PrngBank
+    return PrngBank(10)
+
+
 def _tt_engine():
     from ttzo.golden.network import mnist_tt
     from ttzo.rtl.tt_engine import TTEngine
@@ -66,6 +76,8 @@ BLOCKS: dict[str, tuple[Callable[[], object], str]] = {
     "cge-update": (_cge_update, "rtl/zo_update.CgeUpdate(16 segments, 4096 params)"),
     "perturber": (_perturber, "rtl/perturb.Perturber(16 segments, 4096 params)"),
     "loss-unit": (_loss_unit, "rtl/loss_unit.LossUnit(10 classes)"),
+    "stream-seeder": (_stream_seeder, "rtl/prng.StreamSeeder (fmix32 of (seed, step, query), pipelined)"),
+    "prng-bank": (_prng_bank, "rtl/prng.PrngBank(10 streams)"),
     "tt-engine": (_tt_engine, "rtl/tt_engine.TTEngine(engine_params(mnist_tt(6))), P = 16"),
 }
 

@@ -36,3 +36,15 @@ def test_stats_match_the_integer_update(tmp_path: Path, mnist) -> None:
     exact = np.abs(c.k_code * b.astype(float) * 2.0 ** -c.k_shift)
     want = np.mean(np.where(exact >= 1, 1.0, exact))       # P(change) of a stochastically rounded update
     assert s["stochastic_expected_changed_share"] == pytest.approx(want)
+
+
+def test_fd_check_float_differences_agree_with_the_true_gradient(tmp_path: Path, mnist, mnist_dir: Path) -> None:
+    from ttzo.golden.update_stats import fd_check
+    oc = OptimConfig(optimizer="cge", cge_fraction=0.05, cge_lr=0.02)
+    train_mnist(TrainConfig(arith="fixed", rank=2, epochs=1, seed=1, batch=64, out=str(tmp_path / "r"),
+                            data=str(mnist_dir), train_samples=128, test_samples=64, optim=oc), data=mnist,
+                progress=False)
+    rows = fd_check(str(tmp_path / "r" / "checkpoint-e001.npz"), [0.001, 0.05], samples=64, coords=40)
+    assert [r["mu"] for r in rows] == [0.001, 0.05]
+    assert rows[0]["float_corr"] > 0.99 and rows[0]["float_sign_agreement"] >= 0.9   # small step: ~the gradient
+    assert all(0 <= r["fixed_sign_agreement"] <= 1 for r in rows)

@@ -18,7 +18,11 @@ def load_curve(run: Path) -> tuple[list[int], list[float]]:
         raise SystemExit(f"{path}: not a `ttzo train hjb` metrics file with a 'log' of steps and val_mse ({e})")
 
 
-def plot_curves(out: Path, runs: list[tuple[Path, str]], goals: tuple[float, ...] = (1e-4, 4.79e-5)) -> None:
+TITLE = "HJB-20, TT-MLP 7,745 parameters, BP-free (ZO) training + sparse-grid Stein loss"
+
+
+def plot_curves(out: Path, runs: list[tuple[Path, str]], goals: tuple[float, ...] = (1e-4, 4.79e-5),
+                title: str = TITLE) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -31,7 +35,7 @@ def plot_curves(out: Path, runs: list[tuple[Path, str]], goals: tuple[float, ...
         ax.text(0, g, f" {g:.3g}", va="bottom", fontsize=8)
     ax.set_xlabel("ZO step")
     ax.set_ylabel("validation MSE of u (10,000 points)")
-    ax.set_title("HJB-20, TT-MLP 7,745 parameters, ZO-signRGE + sparse-grid Stein loss")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -42,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="output PNG")
     ap.add_argument("runs", nargs="+", help="run folder (with metrics.json), optionally =LABEL")
+    ap.add_argument("--title", default=TITLE, help="figure title (say which optimisers the runs used)")
     args = ap.parse_args(argv)
     runs = []
     for spec in args.runs:
         path, _, label = spec.partition("=")
         runs.append((Path(path), label or Path(path).name))
-    plot_curves(Path(args.out), runs)
+    plot_curves(Path(args.out), runs, title=args.title)
     return 0
 
 

@@ -35,6 +35,18 @@ class WithMemory(Elaboratable):
         return m
 
 
+async def _run_pass(ctx, eng) -> int:
+    """Pulse start, wait for done; the pass's cycle count from start to done (inclusive of the start cycle)."""
+    ctx.set(eng.start, 1)
+    await ctx.tick()
+    ctx.set(eng.start, 0)
+    c = 1
+    while not ctx.get(eng.done):
+        await ctx.tick()
+        c += 1
+    return c
+
+
 def golden_signrge_update(net, theta, d, seed, step, kind, alpha_w, alpha_b):
     """golden zo_fixed.signrge_step with a loss that yields the given differences d_i = L_i - L_0."""
     pf, mu, alpha = step_codes(net, DEFAULT_CONFIG, 1, 1, alpha_w, alpha_b)
@@ -64,14 +76,7 @@ def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b,
         ctx.set(eng.kind, kind)
         ctx.set(eng.alpha_w, alpha_w)
         ctx.set(eng.alpha_b, alpha_b)
-        ctx.set(eng.start, 1)
-        await ctx.tick()
-        ctx.set(eng.start, 0)
-        c = 1
-        while not ctx.get(eng.done):
-            await ctx.tick()
-            c += 1
-        out["cycles"] = c
+        out["cycles"] = await _run_pass(ctx, eng)
         out["changed"] = ctx.get(eng.changed)
         out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(len(theta))])
 
@@ -178,14 +183,7 @@ def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b
         for name, v in dict(n_segments=len(segs), n_params=net.n_params, k_code_w=k_code_w, k_shift_w=k_shift_w,
                             k_code_b=k_code_b, k_shift_b=k_shift_b).items():
             ctx.set(getattr(eng, name), v)
-        ctx.set(eng.start, 1)
-        await ctx.tick()
-        ctx.set(eng.start, 0)
-        c = 1
-        while not ctx.get(eng.done):
-            await ctx.tick()
-            c += 1
-        out["cycles"] = c
+        out["cycles"] = await _run_pass(ctx, eng)
         out["changed"] = ctx.get(eng.changed)
         out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(net.n_params)])
 

@@ -122,12 +122,14 @@ def load_checkpoint(path: Path) -> dict:
     return ck
 
 
-def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | None = None) -> dict:
+def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | None = None,
+               batch: int | None = None) -> dict:
     """Start run `out` from an epoch checkpoint of another run, with some optimizer settings changed.
 
     The new run's history (metrics, PRNG step, momentum, phase) is the source's up to that epoch;
     `ttzo train mnist --resume OUT` then continues it under the new settings (e.g. a CGE-lr floor
-    or stochastic rounding from epoch k).  Returns the new run's config as a dict.
+    or stochastic rounding from epoch k; `batch`: a new batch size from the next epoch on).  Returns
+    the new run's config as a dict.
     """
     ck_path, out = Path(checkpoint), Path(out)
     ck = load_checkpoint(ck_path)
@@ -144,6 +146,10 @@ def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | N
     cfg.out = str(out)
     if epochs is not None:
         cfg.epochs = max(epochs, int(ck["epoch"]))
+    if batch is not None:
+        if batch < 1:
+            raise ValueError(f"batch={batch} must be >= 1")
+        cfg.batch = batch
     with np.load(ck_path) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))

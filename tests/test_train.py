@@ -176,3 +176,10 @@ def test_branch_then_resume_equals_a_run_configured_so_from_the_start(tmp_path: 
         branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "branch", {})
     with pytest.raises(ValueError, match="unknown optimizer settings"):
         branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "b2", {"lr_floor": 1})
+    with pytest.raises(ValueError, match="batch=0"):
+        branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "b3", {}, batch=0)
+    wide = branch_run(tmp_path / "near" / "checkpoint-e002.npz", tmp_path / "b4", {}, epochs=4, batch=32)
+    assert (wide["batch"], wide["epochs"]) == (32, 4)
+    more = train_mnist(TrainConfig(**base, out=str(tmp_path / "b4"), optim=near), resume=True, data=mnist,
+                       progress=False)
+    assert len(more.metrics) == 4 and more.metrics[-1]["steps"] - more.metrics[-2]["steps"] == 192 // 32

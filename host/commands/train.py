@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="optimizer setting to change, e.g. cge_rounding=stochastic or cge_lr_min=0.003 (repeatable)")
     b.add_argument("--epochs", type=int, default=None, help="total epochs of the new run")
+    b.add_argument("--batch", type=int, default=None, help="batch size from the branch point on")
     b.set_defaults(func=run_branch)
     q = g.add_parser("plot", help="learning-curve figure comparing finished runs (accuracy vs forward evaluations)")
     q.add_argument("runs", nargs="+", help="output directories of `ttzo train mnist`")
@@ -87,11 +88,12 @@ def run_branch(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             changes[key] = value
     try:
-        cfg = branch_run(args.checkpoint, args.out, changes, args.epochs)
+        cfg = branch_run(args.checkpoint, args.out, changes, args.epochs, args.batch)
     except (OSError, ValueError) as exc:
         print(f"ttzo train branch: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": cfg["out"], "epochs": cfg["epochs"], "optim": cfg["optim"]}, indent=2))
+    print(json.dumps({"out": cfg["out"], "epochs": cfg["epochs"], "batch": cfg["batch"], "optim": cfg["optim"]},
+                     indent=2))
     return 0
 
 

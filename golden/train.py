@@ -47,6 +47,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     formats: dict | None = None      # FixedConfig.to_dict(); None = DEFAULT_CONFIG
     net: str = "tt"                  # "tt": the paper's TT-MLP at `rank`; "dense": the 784-1024-10 dense MLP
+    #: settings that change at epoch boundaries: [{"epoch": E, "optim": {...}, "batch": B}, ...]; entry E acts
+    #: from the epoch that starts after E epochs on (as `branch_run` from checkpoint-e{E}.npz would)
+    schedule: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
@@ -58,6 +61,18 @@ class TrainConfig:
         for name in ("rank", "epochs", "batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        self.schedule = [check_schedule_entry(e, self.optim) for e in self.schedule]
+        self.schedule.sort(key=lambda e: e["epoch"])
+
+    def at_epoch(self, epoch: int) -> tuple[OptimConfig, int]:
+        """The optimizer settings and batch size of epoch `epoch` (0-based): the base ones with every
+        schedule entry of epoch <= `epoch` applied in order."""
+        optim, batch = self.optim.to_dict(), self.batch
+        for e in self.schedule:
+            if e["epoch"] <= epoch:
+                optim.update(e.get("optim", {}))
+                batch = e.get("batch") or batch
+        return OptimConfig(**optim), batch
 
     def network(self) -> TTNet:
         return mnist_tt(self.rank) if self.net == "tt" else dense_mlp()
@@ -79,6 +94,31 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config fields: {sorted(unknown)}")
         return cls(**d)
+
+
+def check_schedule_entry(entry: dict, base: OptimConfig) -> dict:
+    """Validate one schedule entry {"epoch": E >= 1, "optim": {field: value}, "batch": B >= 1} (clear errors)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"schedule entry {entry!r}: expected a mapping with 'epoch' and 'optim' and/or 'batch'")
+    extra = set(entry) - {"epoch", "optim", "batch"}
+    if extra:
+        raise ValueError(f"schedule entry {entry!r}: unknown keys {sorted(extra)} (use epoch, optim, batch)")
+    epoch = entry.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise ValueError(f"schedule entry {entry!r}: 'epoch' must be an integer >= 1 (the number of epochs "
+                         "completed when the change takes effect)")
+    optim = dict(entry.get("optim") or {})
+    unknown = set(optim) - set(base.to_dict())
+    if unknown:
+        raise ValueError(f"schedule entry at epoch {epoch}: unknown optimizer settings {sorted(unknown)}; "
+                         f"known: {sorted(base.to_dict())}")
+    OptimConfig(**{**base.to_dict(), **optim})   # each change must make a valid config on its own
+    batch = entry.get("batch")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"schedule entry at epoch {epoch}: batch={batch!r} must be an integer >= 1")
+    if not optim and batch is None:
+        raise ValueError(f"schedule entry at epoch {epoch}: changes nothing (give optim settings and/or batch)")
+    return {"epoch": epoch, "optim": optim, **({"batch": batch} if batch is not None else {})}
 
 
 @dataclass
@@ -128,8 +168,9 @@ def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | N
 
     The new run's history (metrics, PRNG step, momentum, phase) is the source's up to that epoch;
     `ttzo train mnist --resume OUT` then continues it under the new settings (e.g. a CGE-lr floor
-    or stochastic rounding from epoch k; `batch`: a new batch size from the next epoch on).  Returns
-    the new run's config as a dict.
+    or stochastic rounding from epoch k; `batch`: a new batch size from the next epoch on).  If the
+    source has a schedule (`TrainConfig.schedule`), its settings at the branch point become the new
+    base and its later entries stay (they still act at their epochs).  Returns the new config as a dict.
     """
     ck_path, out = Path(checkpoint), Path(out)
     ck = load_checkpoint(ck_path)
@@ -139,6 +180,9 @@ def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | N
     if (out / CHECKPOINT).exists():
         raise FileExistsError(f"{out / CHECKPOINT} exists: branch into a new directory")
     cfg = TrainConfig.from_dict(ck["config"])
+    at = int(ck["epoch"])                     # a scheduled source: what acts at the branch point becomes the base
+    cfg.optim, cfg.batch = cfg.at_epoch(at)
+    cfg.schedule = [e for e in cfg.schedule if e["epoch"] > at]
     unknown = set(optim_changes) - set(cfg.optim.to_dict())
     if unknown:
         raise ValueError(f"unknown optimizer settings {sorted(unknown)}; known: {sorted(cfg.optim.to_dict())}")
@@ -233,8 +277,11 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
 
     net = config.network()
     fixed = config.fixed_config()
-    oc = config.optim
-    golden = GoldenStepper(net, oc, config.seed, config.batch, fixed)
+    if config.schedule and stepper is not None:
+        raise ValueError("a training schedule (settings changing at epochs) runs on the golden stepper only")
+    start_epoch = int(ck["epoch"]) if ck is not None else 0
+    oc, batch = config.at_epoch(start_epoch)
+    golden = GoldenStepper(net, oc, config.seed, batch, fixed)
     stepper = stepper or golden
     rng = np.random.default_rng(config.seed)
     if ck is None:
@@ -253,17 +300,18 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
         sums, counters, metrics, rng_state = ck["sums"], ck["counters"], ck["metrics"], ck["rng_state"]
     # per phase: what is known now is refused now; an epoch whose phase depends on the switch rule
     # is checked when it starts (the checkpoint of the epoch boundary is then intact)
-    golden.check_schedule(config.epochs, st, epoch)
+    _check_segments(config, net, fixed, st, epoch)
 
     n = len(Ytr)
-    nb = (n + config.batch - 1) // config.batch
+    nb = (n + batch - 1) // batch
     title = f"{config.arith} {oc.optimizer} {'dense' if config.net == 'dense' else f'r={config.rank}'} seed={config.seed}"
     interrupted = False
     steps_this_call = 0
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=config.epochs * nb, initial=epoch * nb + batch_index, desc=title, unit="step",
+        steps = [(n + config.at_epoch(e)[1] - 1) // config.at_epoch(e)[1] for e in range(config.epochs)]
+        bar = tqdm(total=sum(steps), initial=sum(steps[:epoch]) + batch_index, desc=title, unit="step",
                    dynamic_ncols=True)
 
     def checkpoint(ep: int, bi: int) -> None:
@@ -272,6 +320,10 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
     stop = _StopFlag()
     try:
         while epoch < config.epochs:
+            if config.schedule and config.at_epoch(epoch) != (oc, batch):
+                oc, batch = config.at_epoch(epoch)
+                golden = stepper = GoldenStepper(net, oc, config.seed, batch, fixed)
+                nb = (n + batch - 1) // batch
             golden.check_epoch(st, epoch)
             rng.bit_generator.state = rng_state
             perm = rng.permutation(n)
@@ -280,7 +332,7 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
             while batch_index < nb:
                 if stop.requested or (stop_after is not None and steps_this_call >= stop_after):
                     raise KeyboardInterrupt
-                idx = perm[batch_index * config.batch:(batch_index + 1) * config.batch]
+                idx = perm[batch_index * batch:(batch_index + 1) * batch]
                 before = (st.theta, st.momentum, st.step)
                 try:
                     r = stepper.step(st, Xtr[idx], Ytr[idx], epoch)
@@ -339,6 +391,27 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
         if bar is not None:
             bar.close()
     return TrainResult(out, metrics, st.theta, interrupted)
+
+
+def _check_segments(config: TrainConfig, net: TTNet, fixed: FixedConfig | None, st: OptState, start: int) -> None:
+    """Refuse before training a schedule whose fixed-point steps round to 0 LSB, segment by segment.
+
+    A later segment (settings from a schedule entry) is checked now when its phase is known in
+    advance (already in CGE, or a fixed switch epoch before it, or a single-phase optimizer);
+    otherwise (a patience switch) its epochs are checked as they start (`check_epoch`).
+    """
+    bounds = sorted({start, config.epochs, *(e["epoch"] for e in config.schedule if start < e["epoch"] < config.epochs)})
+    for a, b in zip(bounds, bounds[1:]):
+        oc, batch = config.at_epoch(a)
+        g = GoldenStepper(net, oc, config.seed, batch, fixed)
+        if a == start or st.phase != "signrge" or oc.optimizer != "hybrid":
+            g.check_schedule(b, st, a)
+        elif oc.switch_epoch is not None:
+            switch = max(oc.switch_epoch, start + 1)
+            if switch <= a:
+                g.check_schedule(b, OptState(np.zeros(1), np.zeros(1), phase="cge", switch_epoch=switch), a)
+            else:                                   # signRGE until the switch: the stepper predicts it
+                g.check_schedule(b, st, a)
 
 
 class _StopFlag:

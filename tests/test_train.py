@@ -183,3 +183,67 @@ def test_branch_then_resume_equals_a_run_configured_so_from_the_start(tmp_path: 
     more = train_mnist(TrainConfig(**base, out=str(tmp_path / "b4"), optim=near), resume=True, data=mnist,
                        progress=False)
     assert len(more.metrics) == 4 and more.metrics[-1]["steps"] - more.metrics[-2]["steps"] == 192 // 32
+
+
+def test_a_schedule_equals_the_chain_of_branches_it_replaces(tmp_path: Path, mnist) -> None:
+    """`--at` entries (settings and batch changing at epoch boundaries) give exactly the run that
+    `ttzo train branch` + resume at those epochs gives, and an interrupted scheduled run resumes to the same bits."""
+    from ttzo.golden.train import branch_run
+    base = dict(arith="fixed", rank=2, seed=5, batch=64, train_samples=192, test_samples=100)
+    near = OptimConfig(optimizer="hybrid", switch_epoch=2, cge_fraction=0.02, cge_lr=0.02)
+    schedule = [{"epoch": 3, "optim": {"cge_lr": 0.01}},
+                {"epoch": 2, "optim": {"cge_rounding": "stochastic"}, "batch": 32}]
+    whole = train_mnist(TrainConfig(**base, epochs=4, out=str(tmp_path / "sched"), optim=near, schedule=schedule),
+                        data=mnist, progress=False)
+    train_mnist(TrainConfig(**base, epochs=2, out=str(tmp_path / "a"), optim=near), data=mnist, progress=False)
+    branch_run(tmp_path / "a" / "checkpoint-e002.npz", tmp_path / "b", {"cge_rounding": "stochastic"}, 3, batch=32)
+    train_mnist(TrainConfig(out=str(tmp_path / "b")), resume=True, data=mnist, progress=False)
+    branch_run(tmp_path / "b" / "checkpoint-e003.npz", tmp_path / "c", {"cge_lr": 0.01}, 4)
+    chain = train_mnist(TrainConfig(out=str(tmp_path / "c")), resume=True, data=mnist, progress=False)
+    assert np.array_equal(whole.theta, chain.theta)
+    assert _strip(whole.metrics) == _strip(chain.metrics)
+    assert [m["steps"] for m in whole.metrics] == [3, 6, 12, 18]               # batch 32 from epoch 2 on
+    assert whole.metrics[3]["lr"] == 0.01 != whole.metrics[2]["lr"]
+    # interrupted in the middle of the batch-32 segment, then resumed: the same bits
+    part = train_mnist(TrainConfig(**base, epochs=4, out=str(tmp_path / "part"), optim=near, schedule=schedule),
+                       data=mnist, progress=False, stop_after=9)
+    assert part.interrupted
+    done = train_mnist(TrainConfig(out=str(tmp_path / "part")), resume=True, data=mnist, progress=False)
+    assert np.array_equal(done.theta, whole.theta) and _strip(done.metrics) == _strip(whole.metrics)
+    # a branch of a scheduled run keeps the settings acting at the branch point and the later entries
+    cfg = branch_run(tmp_path / "sched" / "checkpoint-e002.npz", tmp_path / "d", {"momentum": 0.8})
+    assert cfg["batch"] == 32 and cfg["optim"]["cge_rounding"] == "stochastic" and cfg["optim"]["momentum"] == 0.8
+    assert cfg["schedule"] == [{"epoch": 3, "optim": {"cge_lr": 0.01}}]
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"epoch": 0, "optim": {"cge_lr": 0.1}}, "integer >= 1"),
+    ({"epoch": 2, "optim": {"lr_floor": 0.1}}, "unknown optimizer settings"),
+    ({"epoch": 2, "optim": {"cge_rounding": "up"}}, "cge_rounding"),
+    ({"epoch": 2, "batch": 0}, "batch=0"),
+    ({"epoch": 2}, "changes nothing"),
+    ({"epoch": 2, "when": 3, "batch": 8}, "unknown keys"),
+])
+def test_bad_schedule_entries_are_refused_with_a_clear_error(entry: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(schedule=[entry])
+
+
+def test_cli_at_option_parses_epochs_settings_and_batch() -> None:
+    from ttzo.host.commands.train import parse_schedule
+    got = parse_schedule(["28:cge_rounding=stochastic,cge_lr_min=0.003", "67:batch=256"])
+    assert got == [{"epoch": 28, "optim": {"cge_rounding": "stochastic", "cge_lr_min": 0.003}},
+                   {"epoch": 67, "optim": {}, "batch": 256}]
+    for bad in ("x:batch=2", "28", "28:batch"):
+        with pytest.raises(ValueError, match="--at"):
+            parse_schedule([bad])
+
+
+def test_a_later_segment_without_valid_fixed_point_constants_is_refused_before_training(tmp_path: Path, mnist) -> None:
+    from ttzo.golden.fixed import FormatError
+    near = OptimConfig(optimizer="hybrid", switch_epoch=2, cge_fraction=0.02, cge_lr=0.02)
+    cfg = TrainConfig(arith="fixed", rank=2, epochs=4, seed=5, train_samples=64, test_samples=10, optim=near,
+                      out=str(tmp_path / "r"), schedule=[{"epoch": 3, "optim": {"momentum": 1.0}}])
+    with pytest.raises(FormatError, match="momentum"):
+        train_mnist(cfg, data=mnist, progress=False)
+    assert not (tmp_path / "r" / "checkpoint-e001.npz").exists()            # nothing was trained

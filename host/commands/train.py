@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--switch-epoch", type=int, default=None, help="hybrid: switch to CGE at this epoch")
     sw.add_argument("--patience", type=int, default=None,
                     help="hybrid: switch when the train loss has not improved for P epochs (default 2)")
+    p.add_argument("--at", action="append", default=[], metavar="E:KEY=VALUE[,KEY=VALUE]",
+                   help="change settings after E epochs, e.g. --at 28:cge_rounding=stochastic,cge_lr_min=0.003 "
+                        "--at 67:batch=256 (optimizer settings as in --set of `train branch`, or batch; repeatable)")
     p.add_argument("--formats", default=None, help="JSON file with a FixedConfig (default formats otherwise)")
     p.add_argument("--backend", choices=["golden", "board"], default="golden",
                    help="golden: the numpy model (default); board: every step runs on a board at --port")
@@ -74,20 +77,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_plot)
 
 
-def run_branch(args: argparse.Namespace) -> int:
-    import json
-    from ttzo.golden.train import branch_run
+def parse_settings(items: list[str], option: str) -> dict:
+    """KEY=VALUE items to a dict; values are JSON when they parse as JSON (numbers, true), else strings."""
     changes = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            print(f"ttzo train branch: error: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE")
         try:
             changes[key] = json.loads(value)
         except json.JSONDecodeError:
             changes[key] = value
+    return changes
+
+
+def parse_schedule(items: list[str]) -> list[dict]:
+    """`--at E:KEY=VALUE[,KEY=VALUE]` items to TrainConfig.schedule entries (batch apart from optim)."""
+    entries = []
+    for item in items:
+        epoch, sep, rest = item.partition(":")
+        if not sep or not epoch.strip().isdigit():
+            raise ValueError(f"--at {item!r}: expected E:KEY=VALUE[,KEY=VALUE] with E the epochs completed")
+        optim = parse_settings(rest.split(","), f"--at {epoch}:")
+        batch = optim.pop("batch", None)
+        entries.append({"epoch": int(epoch), "optim": optim, **({"batch": batch} if batch is not None else {})})
+    return entries
+
+
+def run_branch(args: argparse.Namespace) -> int:
+    from ttzo.golden.train import branch_run
     try:
+        changes = parse_settings(args.set, "--set")
         cfg = branch_run(args.checkpoint, args.out, changes, args.epochs, args.batch)
     except (OSError, ValueError) as exc:
         print(f"ttzo train branch: error: {exc}", file=sys.stderr)
@@ -127,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     from ttzo.golden.train import TrainConfig, install_sigterm
     install_sigterm()
     if args.resume:
+        if args.at:
+            raise ValueError("--at with --resume: a run keeps the schedule it started with; to change settings "
+                             "from an epoch on, use `ttzo train branch`")
         cfg = TrainConfig(out=args.resume, data=args.data, epochs=args.epochs or 1)
         res = _train(cfg, args, resume=True)
     else:
@@ -151,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.formats}: not valid JSON: {exc}") from None
         cfg = TrainConfig(arith=args.arith, rank=args.rank, epochs=args.epochs or 1, seed=args.seed,
                           batch=args.batch, out=args.out, data=args.data, train_samples=args.train_samples,
-                          test_samples=args.test_samples, optim=oc, formats=formats, net=args.net)
+                          test_samples=args.test_samples, optim=oc, formats=formats, net=args.net,
+                          schedule=parse_schedule(args.at))
         res = _train(cfg, args)
     if args.json:
         print(json.dumps({"out": str(res.out), "interrupted": res.interrupted, "final": res.final}, indent=2))

@@ -13,6 +13,8 @@ estimator's node rule (SG: the fixed level-3 grid; MC: fresh antithetic directio
 * hybrid:  signrge for `switch` steps, then the fine stage `fine`: ZO-CGE on a random coordinate
   subset with momentum (the paper's fine-tuning stage; expensive, d + 1 evaluations per full
   sweep), or ZO-RGE as above; the fine stage's learning rate is `cge_lr`, decaying like `lr`;
+  or ZO Gauss-Newton ("gn", golden/hjb_gn.py: the output layer's residual Jacobian from 1 + 769
+  forward queries on `gn_points` fresh points, then Levenberg-Marquardt on the host; delta32 only);
 * fo:      Adam on the exact gradient of the same (SG/MC/FD) loss by float autodiff (jax, an
   optional extra), i.e. the paper's Table 4 "FO + estimator" rows.
 
@@ -43,7 +45,7 @@ from . import hjb
 from .formats import PINN_CONFIG, FixedConfig
 
 OPTIMIZERS = ("signrge", "rge", "hybrid", "fo")
-FINE_STAGES = ("cge", "rge")
+FINE_STAGES = ("cge", "rge", "gn")
 ARITHS = ("float", "fixed")
 DTYPES = ("float32", "float64", "delta32")
 CGE_LAYERS = ("all", "last")
@@ -73,6 +75,11 @@ class HJBTrainConfig:
     momentum: float = 0.9      # hybrid: CGE momentum
     fine: str = "cge"          # hybrid: fine stage after the switch, "cge" (paper) or "rge"
     rge_momentum: float = 0.0  # rge (and hybrid with fine="rge"): heavy-ball momentum of the RGE step
+    gn_points: int = 0         # hybrid with fine="gn": collocation points per GN step (0: `points`)
+    gn_lambda: float = 1e-6    # hybrid GN: initial Levenberg-Marquardt damping (adapted, carried across steps)
+    gn_inner: int = 3          # hybrid GN: LM iterations per step on the step's queried (affine) Stein map
+    gn_mu: float = 1e-3        # hybrid GN: finite-difference step of the Jacobian's queries
+    gn_central: bool = False   # hybrid GN: central differences (1 + 2K queries instead of 1 + K)
     seed: int = 0
     val_points: int = 10000
     log_every: int = 10
@@ -107,6 +114,10 @@ class HJBTrainConfig:
             raise ValueError(f"cge_mu {self.cge_mu} must be >= 0 (0: the RGE's per-entry mu)")
         if not (self.lr > 0 and self.lr_final > 0 and self.mu > 0):
             raise ValueError("lr, lr_final and mu must be positive")
+        if self.fine == "gn" and self.optimizer == "hybrid" and (self.arith != "float" or self.dtype != "delta32"):
+            raise ValueError("fine 'gn' needs --arith float --dtype delta32 (the output layer's exact fast path)")
+        if self.gn_points < 0 or self.gn_inner < 1 or self.gn_lambda < 0 or self.gn_mu <= 0:
+            raise ValueError("gn_points >= 0, gn_inner >= 1, gn_lambda >= 0 and gn_mu > 0 are required")
         if self.optimizer == "fo" and self.arith == "fixed":
             raise ValueError("the first-order baseline runs in float only (--arith float)")
 
@@ -190,6 +201,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
     theta_sum, n_avg = np.zeros_like(theta), 0  # tail average (Polyak-Ruppert) of the iterates
     avg_start = cfg.steps - int(round(cfg.average_tail * cfg.steps))  # iterates after this step are averaged
     adam = None
+    gn_state = {"lam": cfg.gn_lambda}  # the GN fine stage's LM damping, adapted step to step
     if resume and ck.exists():
         z = np.load(ck, allow_pickle=False)
         if z["theta"].shape != theta.shape:
@@ -204,6 +216,8 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
                 log(f"{ck}: tail average of {n_avg} iterates from another averaging window discarded")
                 theta_sum, n_avg = np.zeros_like(theta), 0
         start_step, evals, wall0 = int(z["step"]), int(z["evals"]), float(z["wall"])
+        if "gn_lam" in z.files:
+            gn_state["lam"] = float(z["gn_lam"])
         old = out / "metrics.json"
         if old.exists():
             rows = json.loads(old.read_text()).get("log", [])
@@ -228,6 +242,8 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
                "lr": active_lr(cfg, step, switch), "evals": evals, "wall_s": round(time.time() - t0, 1)}
         if cfg.arith == "fixed":
             row["val_mse_float"] = val_float.val_mse(params, val_xt)
+        if "loss1" in gn_state:
+            row["gn_loss_after"], row["gn_lambda"] = gn_state.pop("loss1"), gn_state["lam"]
         return row
 
     def save(step: int) -> None:
@@ -236,7 +252,7 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
             extra = {"adam_m": fo.m, "adam_v": fo.v}
         tmp = out / "checkpoint.tmp.npz"
         np.savez(tmp, theta=theta, velocity=velocity, step=step, evals=evals, wall=time.time() - t0,
-                 theta_sum=theta_sum, n_avg=n_avg, avg_start=avg_start, **extra)
+                 theta_sum=theta_sum, n_avg=n_avg, avg_start=avg_start, gn_lam=gn_state["lam"], **extra)
         os.replace(tmp, ck)
 
     def write(final: dict | None = None) -> dict:
@@ -256,7 +272,8 @@ def train_hjb(cfg: HJBTrainConfig, out: Path, resume: bool = False, progress: bo
                 break
             if cfg.arith == "float" and cfg.dtype == "float32" and step >= int(cfg.f64_from * cfg.steps):
                 model = val_float  # late steps: float64 loss (float32 rounding is amplified ~1e4 by the Laplacian)
-            theta, velocity, loss0, n_evals = _one_step(cfg, step, theta, velocity, model, fo, switch, mu_eff)
+            theta, velocity, loss0, n_evals = _one_step(cfg, step, theta, velocity, model, fo, switch, mu_eff,
+                                                        gn_state)
             evals += n_evals
             if cfg.average_tail > 0 and step + 1 > avg_start:
                 theta_sum += theta
@@ -306,13 +323,24 @@ def cge_coordinates(cfg: HJBTrainConfig, step: int, net) -> np.ndarray:
 
 
 def _one_step(cfg: HJBTrainConfig, step: int, theta: np.ndarray, velocity: np.ndarray, model, fo, switch: int,
-              mu_eff: float) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """One optimiser step on fresh collocation points: (theta, velocity, loss at theta, network evaluations)."""
+              mu_eff: float, gn_state: dict | None = None) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One optimiser step on fresh collocation points: (theta, velocity, loss at theta, network evaluations).
+
+    The GN fine stage reads and updates gn_state["lam"] (LM damping) and leaves its after-step loss in
+    gn_state["loss1"]."""
     from . import zo
+    gn = cfg.optimizer == "hybrid" and step >= switch and cfg.fine == "gn"
     rng = np.random.default_rng([cfg.seed, step])
-    xt = hjb.sample_points(rng, cfg.points)
+    xt = hjb.sample_points(rng, (cfg.gn_points or cfg.points) if gn else cfg.points)
     fac = step_rule(cfg, rng)
-    if cfg.optimizer == "fo":
+    if gn:
+        from . import hjb_gn
+        state = {"lam": cfg.gn_lambda} if gn_state is None else gn_state
+        st = hjb_gn.gn_step(model, theta, xt, fac, state["lam"], mu=cfg.gn_mu, central=cfg.gn_central,
+                            inner=cfg.gn_inner)
+        state["lam"], state["loss1"] = st.lam, st.loss1
+        theta, loss0, n_evals = st.theta, st.loss0, st.queries * xt.shape[0]
+    elif cfg.optimizer == "fo":
         loss0, g = fo.loss_and_grad(theta, xt, fac)
         theta = fo.update(theta, g, lr_at(cfg, step))
         n_evals = 3 * fac.count * cfg.points  # forward + backward ~ 3 forwards

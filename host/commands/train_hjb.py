@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = g.add_parser("hjb", help="the 20-dim HJB PINN (paper section 5.2)",
                      description="Train the 20-dim HJB PINN: loss by a sparse-grid (sg) or Monte Carlo (mc) "
                                  "Stein estimator or finite differences (fd); ZO-signRGE, ZO-RGE (eq. 2, "
-                                 "magnitude-carrying), hybrid (signRGE then CGE or RGE) or a first-order baseline "
+                                 "magnitude-carrying), hybrid (signRGE then CGE, RGE or ZO Gauss-Newton) or a first-order baseline "
                                  "(fo, needs jax). Writes metrics.json, checkpoint.npz and diagonal.png to --out.")
     p.add_argument("--estimator", choices=["sg", "mc", "fd"], default="sg")
     p.add_argument("--optimizer", choices=["fo", "signrge", "rge", "hybrid"], default="signrge")
@@ -30,9 +30,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forward-difference", action="store_true", help="RGE with forward instead of central "
                                                                       "differences (N + 1 instead of 2N + 1 losses)")
     p.add_argument("--switch", type=int, default=0, help="hybrid: step of the switch to CGE (0: 80%% of steps)")
-    p.add_argument("--fine", choices=["cge", "rge"], default="cge",
-                   help="hybrid: fine stage after the switch, ZO-CGE with --momentum (paper) or ZO-RGE with "
-                        "--rge-momentum")
+    p.add_argument("--fine", choices=["cge", "rge", "gn"], default="cge",
+                   help="hybrid: fine stage after the switch, ZO-CGE with --momentum (paper), ZO-RGE with "
+                        "--rge-momentum, or ZO Gauss-Newton on the output layer (gn: residual Jacobian from "
+                        "forward queries, Levenberg-Marquardt on the host; needs --dtype delta32)")
+    p.add_argument("--gn-points", type=int, default=0,
+                   help="hybrid --fine gn: collocation points per GN step (0: --points); >= ~1,000 for the 769 "
+                        "output-layer parameters")
+    p.add_argument("--gn-lambda", type=float, default=1e-6,
+                   help="hybrid --fine gn: initial Levenberg-Marquardt damping (adapted step to step)")
+    p.add_argument("--gn-inner", type=int, default=3,
+                   help="hybrid --fine gn: LM iterations per GN step on the step's queried Stein map")
+    p.add_argument("--gn-mu", type=float, default=1e-3, help="hybrid --fine gn: finite-difference step of the queries")
+    p.add_argument("--gn-central", action="store_true",
+                   help="hybrid --fine gn: central differences (1 + 2K queries per step instead of 1 + K)")
     p.add_argument("--cge-lr", "--fine-lr", dest="cge_lr", type=float, default=1e-3,
                    help="hybrid: learning rate of the fine stage (CGE or RGE; decays like --lr)")
     p.add_argument("--cge-mu", type=float, default=0.0,
@@ -75,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                          fixed_sine=args.sine, cge_lr=args.cge_lr, cge_fraction=args.cge_fraction,
                          momentum=args.momentum, cge_layers=args.cge_layers,
                          average_tail=args.average_tail, fine=args.fine, rge_momentum=args.rge_momentum,
-                         cge_mu=args.cge_mu)
+                         cge_mu=args.cge_mu, gn_points=args.gn_points, gn_lambda=args.gn_lambda,
+                         gn_inner=args.gn_inner, gn_mu=args.gn_mu, gn_central=args.gn_central)
     final = train_hjb(cfg, args.out, resume=args.resume, progress=not args.json,
                       log=lambda s: print(s, flush=True))
     if args.json:

@@ -9,7 +9,10 @@ A CGE step t:
   L_0, then walk p = 0..d-1 with the coordinate stream (seed, t, 4095): when its word p is below
   ``cge_threshold`` (golden zo.sample_coordinates) run a forward pass with theta_p + mu (perturber
   COORD) -> g_p = L_p - L_0, else g_p = 0; update the momentum entry b_p in place at once;
-  then one pass theta_p <- sat(theta_p - round(k_code * b_p >> k_shift)) (rtl/zo_update.CgeUpdate).
+  then one pass theta_p <- sat(theta_p - round(k_code * b_p >> k_shift)) (rtl/zo_update.CgeUpdate),
+  rounding half up or, with ``cge_rounding`` = STOCHASTIC, with golden's stochastic rounding: the
+  shared seeder computes the seed state of stream (seed, t, SR_QUERY) right after the coordinate
+  stream's (pipelined, no extra cycle) and the update pass draws word p of it for parameter p.
 Every batch loss is the loss unit's exact sum over the batch; each is logged (loss, correct count)
 in a small log memory, indexed by forward-pass number, for the host to read.
 
@@ -25,9 +28,12 @@ parameter memory the master copy.  The engine then runs the batch from the on-ch
 Control inputs (the host's control registers): ``n_queries`` (N), ``mu_w``/``mu_b``,
 ``alpha_w``/``alpha_b`` (codes in the core and bias formats), ``seed``, ``step0`` (the first step
 index t), ``k_steps`` (K), ``kind`` (Rademacher or Gaussian-like xi), ``optimizer`` (0 = signRGE,
-1 = CGE), and for CGE ``m_code``, ``k_code_w/b``, ``k_shift_w/b`` (golden CGEConstants) and
-``cge_threshold`` (round(fraction * 2^32); 2^32 visits every coordinate).  The parameter, input,
-label and momentum memories are loaded through one host write port while the trainer is idle.
+1 = CGE), and for CGE ``m_code``, ``k_code_w/b``, ``k_shift_w/b`` (golden CGEConstants),
+``cge_threshold`` (round(fraction * 2^32); 2^32 visits every coordinate), and when built with
+``stochastic_rounding=True`` ``cge_rounding`` (rtl/zo_update.Rounding: NEAREST or STOCHASTIC,
+golden's ``cge_rounding="stochastic"``; without that option the port does not exist and CGE rounds
+half up, as before).  The parameter, input, label and momentum memories are loaded through one
+host write port while the trainer is idle.
 
 The forward engine is any component with rtl/tt_engine.TTEngine's interface (``i``/``o`` streams,
 ``cfg_*`` write bus, ``start``/``batch``/``busy``): the TT engine itself or the small
@@ -47,14 +53,14 @@ from amaranth.lib.wiring import In, Out
 from ttzo.golden.fixed import QFormat
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.prng import MAX_QUERY
-from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC
+from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC, SR_QUERY
 
 from .descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT
 from .loss_unit import LossUnit
 from .tt_engine import CFG_ADDR_BITS
 from .perturb import Mode, Perturber, XiKind
 from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32
-from .zo_update import CgeUpdate, SignRgeUpdate
+from .zo_update import CgeUpdate, Rounding, SignRgeUpdate
 
 
 class HostTarget:
@@ -88,11 +94,12 @@ class ZoTrainer(wiring.Component):
                  weight: QFormat = DEFAULT_CONFIG.weight, bias: QFormat = DEFAULT_CONFIG.bias,
                  act: QFormat = DEFAULT_CONFIG.act, loss: QFormat = DEFAULT_CONFIG.loss,
                  x_fmt: QFormat = DEFAULT_CONFIG.input, params_init=(), inputs_init=(), labels_init=(),
-                 momentum_init=()) -> None:
+                 momentum_init=(), stochastic_rounding: bool = False) -> None:
         self.engine = engine
         self.n_params, self.n_inputs, self.classes, self.max_samples = n_params, n_inputs, classes, max_samples
         self.n_max, self.max_segments, self.log_depth = n_max, max_segments, log_depth
         self.weight, self.bias, self.act, self.lossf, self.x_fmt = weight, bias, act, loss, x_fmt
+        self.stochastic_rounding = stochastic_rounding   # build the run-time input cge_rounding
         self.width = max(weight.bits, bias.bits)
         self.addr_bits = max(1, (n_params - 1).bit_length())
         self.batch_bits = 16
@@ -110,6 +117,7 @@ class ZoTrainer(wiring.Component):
             "seed": In(32), "step0": In(32), "k_steps": In(16), "n_samples": In(range(max_samples + 1)),
             "m_code": In(range((1 << M_FRAC) + 1)), "k_code_w": In(unsigned(K_BITS)), "k_shift_w": In(range(64)),
             "k_code_b": In(unsigned(K_BITS)), "k_shift_b": In(range(64)), "cge_threshold": In(unsigned(33)),
+            **({"cge_rounding": In(Rounding)} if stochastic_rounding else {}),
             # segment table (flat start, is_bias) and the host write port of the memories
             "seg_we": In(1), "seg_addr": In(range(max_segments)), "seg_start": In(unsigned(self.addr_bits)),
             "seg_bias": In(1), "n_segments": In(range(max_segments + 1)),
@@ -278,6 +286,8 @@ class ZoTrainer(wiring.Component):
         # --- hyperparameters into the blocks --------------------------------------------------------
         t = Signal(32)
         q = Signal(range(self.n_max + 2))
+        sr_state = Signal(32)     # stream_seed(seed, t, SR_QUERY) of the current CGE step
+        wait = Signal(range(SEEDER_LATENCY + 2))   # seeder requests / latency count of SEED, CW_SEED
         fwd_mode = Signal(Mode)
         m.d.comb += [pert.kind.eq(self.kind), pert.mu_w.eq(self.mu_w), pert.mu_b.eq(self.mu_b), pert.negate.eq(0),
                      pert.coord.eq(p), pert.mode.eq(fwd_mode),
@@ -286,16 +296,20 @@ class ZoTrainer(wiring.Component):
                      upd.n_queries.eq(self.n_queries), upd.n_params.eq(self.n_params),
                      cge.n_params.eq(self.n_params), cge.k_code_w.eq(self.k_code_w), cge.k_shift_w.eq(self.k_shift_w),
                      cge.k_code_b.eq(self.k_code_b), cge.k_shift_b.eq(self.k_shift_b),
-                     seeder.seed.eq(self.seed), seeder.step.eq(t), seeder.tag.eq(0),
-                     seeder.query.eq(Mux(is_cge, MAX_QUERY - 1, (q - 1)[:QUERY_BITS])),
+                     cge.rounding.eq(self.cge_rounding if self.stochastic_rounding else Rounding.NEAREST),
+                     cge.sr_state.eq(sr_state),
+                     seeder.seed.eq(self.seed), seeder.step.eq(t), seeder.tag.eq(wait != 0),
+                     seeder.query.eq(Mux(is_cge, Mux(wait == 0, MAX_QUERY - 1, SR_QUERY), (q - 1)[:QUERY_BITS])),
                      coords.state_in.eq(seeder.state)]
+        # CGE: the seeder's second request of the step (tag 1) is the stochastic rounding stream's seed
+        with m.If(seeder.out_valid & seeder.out_tag[0]):
+            m.d.sync += sr_state.eq(seeder.state)
 
         # --- the sequencer ---------------------------------------------------------------------------
         l0 = Signal(signed(self.sum_bits))
         d = [Signal(signed(self.sum_bits + 1), name=f"d{i}") for i in range(self.n_max)]
         for i in range(self.n_max):
             m.d.comb += upd.d[i].eq(d[i])
-        wait = Signal(range(SEEDER_LATENCY + 1))
         loss_now = eng.loss_sum if self.pinn else lossu.batch_loss
         correct_now = 0 if self.pinn else lossu.correct
         log_wr = self.log.write_port()
@@ -408,11 +422,12 @@ class ZoTrainer(wiring.Component):
                 with m.If(upd.done):
                     m.d.sync += [self.changed.eq(upd.changed)]
                     m.next = "STEP_END"
-            # CGE: walk the coordinates with stream (seed, t, 4095)
+            # CGE: walk the coordinates with stream (seed, t, 4095); the seeder's next request is
+            # stream (seed, t, SR_QUERY) for the update's stochastic rounding (tag 1, stored above)
             with m.State("CW_SEED"):
-                m.d.comb += seeder.valid.eq(wait == 0)
+                m.d.comb += seeder.valid.eq(wait < 2)
                 m.d.sync += wait.eq(wait + 1)
-                with m.If(seeder.out_valid):
+                with m.If(seeder.out_valid & ~seeder.out_tag[0]):
                     m.d.comb += coords.load.eq(1)
                     m.next = "CW_TEST"
             with m.State("CW_TEST"):

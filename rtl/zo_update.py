@@ -19,10 +19,12 @@ stream one parameter a cycle, so the stages only add latency, once per pass:
 - SignRgeUpdate: PRNG seeding (N_max + SEEDER_LATENCY + 1 cycles), then P parameters, then the
   pipeline: P + N_max + ceil(log2 N_max) + 15 + C cycles from ``start`` to ``done``, C = 3 chunks of
   17 bits for the trainer's 49-bit d_i (``pass_cycles``; P + N_max + 10 before the timing stages);
-- CgeUpdate: P + 12 cycles (``pass_cycles``; P + 4 before).
+- CgeUpdate: P + 12 cycles (``pass_cycles``; P + 4 before), in either rounding mode: golden's
+  round half up, or its stochastic rounding (``Rounding.STOCHASTIC``: the word of a xorshift32
+  stream that advances with p is added below the shift; docs/rtl.md "Stochastic CGE rounding").
 """
 from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttzo.golden.fixed import QFormat
@@ -30,7 +32,7 @@ from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC
 
 from .perturb import XiKind, saturate_value
-from .prng import QUERY_BITS, SEEDER_LATENCY, PrngBank, rademacher_negative
+from .prng import QUERY_BITS, SEEDER_LATENCY, PrngBank, Xorshift32, rademacher_negative
 
 
 def param_port_members(addr_bits: int, width: int) -> dict:
@@ -267,12 +269,23 @@ def momentum_next(b, g, m_code, b_bits: int = B_BITS):
     return Mux(v > lim, lim, Mux(v < -lim - 1, -lim - 1, v))
 
 
+class Rounding(enum.Enum, shape=1):
+    """How CgeUpdate rounds k_code * b >> k_shift (golden OptimConfig.cge_rounding)."""
+
+    NEAREST = 0       # round half up (golden's default)
+    STOCHASTIC = 1    # + word p of stream (seed, t, SR_QUERY) in the discarded bits, then floor
+
+
 class CgeUpdate(wiring.Component):
-    """theta_p <- sat_p(theta_p - round_half_up(k_code_p * b_p >> k_shift_p)) for all p, one per cycle.
+    """theta_p <- sat_p(theta_p - ((k_code_p * b_p + r_p) >> k_shift_p)) for all p, one per cycle.
 
     Reads theta and the (already updated) momentum b at the same address; ``k_code``/``k_shift``
-    per format (cores: ``_w``, biases: ``_b``) are golden's CGEConstants (k_shift in 1..62).  P + 12
-    cycles per pass.
+    per format (cores: ``_w``, biases: ``_b``) are golden's CGEConstants (k_shift in 1..62).  The
+    addend r_p selects the rounding (``rounding``, captured at ``start``): NEAREST r_p = 2^(s-1) is
+    round half up; STOCHASTIC r_p = u_p mod 2^s (u_p << (s - 32) for s > 32) with u_p word p of the
+    xorshift32 stream whose seed state is ``sr_state`` (= golden ``stream_seed(seed, t, SR_QUERY)``,
+    loaded at ``start``), i.e. golden ``cge_step(..., rounding_words=stochastic_rounding_words(seed,
+    t, d))``.  Both modes share one datapath and P + 12 cycles per pass.
     """
 
     def __init__(self, max_segments: int = 16, n_params_max: int = 1 << 16,
@@ -286,6 +299,7 @@ class CgeUpdate(wiring.Component):
             "n_params": In(unsigned(self.addr_bits + 1)),
             "k_code_w": In(unsigned(K_BITS)), "k_shift_w": In(range(64)),
             "k_code_b": In(unsigned(K_BITS)), "k_shift_b": In(range(64)),
+            "rounding": In(Rounding), "sr_state": In(32),   # captured / loaded at start
             "b_data": In(signed(b_bits)),                 # momentum read port data (address = rd_addr)
             **segment_members(max_segments, self.addr_bits),
             **param_port_members(self.addr_bits, self.width),
@@ -293,7 +307,7 @@ class CgeUpdate(wiring.Component):
         })
 
     #: cycles from issuing parameter p to its registered write (read, operands, products, two chunk
-    #: additions, coarse and fine shift, rounding, subtraction, saturation).
+    #: additions, + rounding addend, coarse and fine shift, subtraction, saturation).
     WRITE_STAGE = 10
 
     def pass_cycles(self, n_params: int) -> int:
@@ -313,12 +327,18 @@ class CgeUpdate(wiring.Component):
         for k in range(1, W + 1):
             m.d.sync += [vs[k].eq(vs[k - 1]), ps[k].eq(ps[k - 1]), bs[k].eq(bs[k - 1])]
 
+        # The stochastic rounding words: golden's stream (seed, t, SR_QUERY), one word per issued p.
+        m.submodules.sr_stream = sr = Xorshift32()
+        sr_on = Signal()          # the pass's rounding, captured at start
+        m.d.comb += [sr.state_in.eq(self.sr_state), sr.next.eq(running)]     # (loaded at start, below)
+
         # Pipelined (timing), every arrow ends in a register; the stage number is the cycle after issue.
-        # 1: theta_p and b_p on the memories' outputs; this parameter's k_code and k_shift - 1
+        # 1: theta_p and b_p on the memories' outputs; this parameter's k_code, k_shift - 1, word u_p
         k_code = Signal(unsigned(K_BITS))
         k_sm1 = Signal(6)
+        u1 = Signal(32)
         m.d.sync += [k_code.eq(Mux(bs[0], self.k_code_b, self.k_code_w)),
-                     k_sm1.eq(Mux(bs[0], self.k_shift_b, self.k_shift_w) - 1)]
+                     k_sm1.eq(Mux(bs[0], self.k_shift_b, self.k_shift_w) - 1), u1.eq(sr.word)]
         # 2: both registered
         theta = [None, None] + [Signal(signed(self.width), name=f"theta{k}") for k in range(2, 10)]
         m.d.sync += theta[2].eq(self.rd_data)
@@ -328,9 +348,23 @@ class CgeUpdate(wiring.Component):
         k2 = Signal.like(k_code)
         s2 = Signal.like(k_sm1)
         m.d.sync += [b2.eq(self.b_data), k2.eq(k_code), s2.eq(k_sm1)]
-        shift = [None, None, s2] + [Signal(6, name=f"s{k}") for k in range(3, 7)]
-        for k in range(3, 7):
+        shift = [None, None, s2] + [Signal(6, name=f"s{k}") for k in range(3, 8)]
+        for k in range(3, 8):
             m.d.sync += shift[k].eq(shift[k - 1])
+        # 2..5, beside the product: the rounding addend r (64 bits), registered at stage 5.
+        #   2: u mod 2^min(s, 32) (bit i kept iff i <= s - 1) and hi = max(s - 32, 0)
+        #   3, 4: << hi, by 8s then the rest;  5: STOCHASTIC -> that, NEAREST -> 2^(s-1)
+        u2 = Signal(32)
+        hi2 = Signal(5)
+        m.d.sync += [u2.eq(Cat(u1[0], *[u1[i] & (k_sm1 >= i) for i in range(1, 32)])),   # (s >= 1: bit 0 kept)
+                     hi2.eq(Mux(k_sm1 >= 32, k_sm1 - 31, 0))]
+        r3 = Signal(32 + 24)
+        hi3 = Signal(3)
+        m.d.sync += [r3.eq(u2 << Cat(C(0, 3), hi2[3:5])), hi3.eq(hi2[0:3])]
+        r4 = Signal(64)
+        m.d.sync += r4.eq(r3 << hi3)
+        r5 = Signal(64)
+        m.d.sync += r5.eq(Mux(sr_on, r4, C(1, 64) << shift[4]))
         # 3: k_code * b as partial products of 17-bit chunks of b (one 18 x 18 multiplier each)
         pps = []
         for c, (lo, hi) in enumerate(_chunks(self.b_bits)):
@@ -356,16 +390,18 @@ class CgeUpdate(wiring.Component):
                 rest.append((lo2, r))
             acc, pending = nacc, rest
         assert stage == 5, "the stage numbers below assume three chunks of b"
-        # 6, 7: y = (k_code * b) >> (k_shift - 1), arithmetic: a coarse shift by 8s, then the rest
-        y6 = Signal.like(acc)
-        y7 = Signal.like(acc)
-        m.d.sync += [y6.eq(acc >> Cat(C(0, 3), shift[5][3:6])), y7.eq(y6 >> shift[6][0:3])]
-        # 8: round half up: floor(x / 2^s) + bit s-1 of x = (floor(x / 2^(s-1)) + 1) >> 1
-        u8 = Signal(signed(len(y7) + 1))
-        m.d.sync += u8.eq(y7 + 1)
-        # 9: theta - update, 10: saturated into the write register
-        new = Signal(signed(len(u8) + 1))
-        m.d.sync += new.eq(theta[8] - (u8 >> 1))
+        # 6: z = k_code * b + r  (|k_code * b| < 2^59 and r <= 2^63, so z fits 65 signed bits)
+        z6 = Signal(signed(65))
+        m.d.sync += z6.eq(acc + r5)
+        # 7, 8: y = z >> (k_shift - 1), arithmetic: a coarse shift by 8s, then the rest
+        y7 = Signal.like(z6)
+        y8 = Signal.like(z6)
+        m.d.sync += [y7.eq(z6 >> Cat(C(0, 3), shift[6][3:6])), y8.eq(y7 >> shift[7][0:3])]
+        # 9: theta - floor(z / 2^k_shift) = theta - (y >> 1)
+        #    (NEAREST: floor((x + 2^(s-1)) / 2^s), golden's round half up, also for s = 0 -> update 0)
+        new = Signal(signed(len(y8) + 1))
+        m.d.sync += new.eq(theta[8] - (y8 >> 1))
+        # 10: saturated into the write register
         sat = Mux(bs[9], saturate_value(new, self.bias), saturate_value(new, self.weight))
         wr_data = Signal(signed(self.width))
         m.d.sync += wr_data.eq(sat)
@@ -380,7 +416,9 @@ class CgeUpdate(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [p.eq(0), self.done.eq(0), self.changed.eq(0), cur.reset()]
+                    m.d.comb += sr.load.eq(1)
+                    m.d.sync += [p.eq(0), self.done.eq(0), self.changed.eq(0), cur.reset(),
+                                 sr_on.eq(self.rounding == Rounding.STOCHASTIC)]
                     m.next = "PASS"
             with m.State("PASS"):
                 m.d.comb += [self.busy.eq(1), running.eq(p < self.n_params)]

@@ -50,11 +50,14 @@ def signrge_steps(net: TTNet, theta: np.ndarray, x: np.ndarray, labels: np.ndarr
 
 
 def cge_step(net: TTNet, theta: np.ndarray, b: np.ndarray, x: np.ndarray, labels: np.ndarray, *, seed: int,
-             step: int, fraction: float, c: zo_fixed.CGEConstants, cfg: FixedConfig = DEFAULT_CONFIG
-             ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray]:
-    """One golden CGE step (zo_fixed.cge_step, coordinates from zo.sample_coordinates)."""
+             step: int, fraction: float, c: zo_fixed.CGEConstants, cfg: FixedConfig = DEFAULT_CONFIG,
+             rounding: str = "nearest") -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray]:
+    """One golden CGE step (zo_fixed.cge_step, coordinates from zo.sample_coordinates); `rounding`
+    "stochastic" rounds the update with the words of PRNG stream (seed, step, SR_QUERY)."""
     pf = zo_fixed.ParamFormats.of(net, cfg)
     loss = LoggingLoss(net, x, labels, cfg)
     coords = zo.sample_coordinates(seed, step, net.n_params, fraction)
-    new, b_new, _ = zo_fixed.cge_step(loss, np.asarray(theta, dtype=np.int64), b, coords, c, pf)
+    words = zo_fixed.stochastic_rounding_words(seed, step, net.n_params) if rounding == "stochastic" else None
+    new, b_new, _ = zo_fixed.cge_step(loss, np.asarray(theta, dtype=np.int64), b, coords, c, pf,
+                                      rounding_words=words)
     return new, b_new, loss.log, coords

@@ -20,6 +20,7 @@ from ..rtl.descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT, EngineP
 from ..rtl.tt_engine import TTEngine
 from ..rtl.zo_dense_engine import DenseEngine
 from ..rtl.zo_trainer import HostTarget, Optimizer, ZoTrainer
+from ..rtl.zo_update import Rounding
 from . import runner
 from .tb_zo_golden import cge_step, signrge_steps
 from .tb_zo_nets import segments
@@ -56,6 +57,7 @@ class ZoCase:
     fraction: float = 1.0
     momentum0: np.ndarray | None = None
     cfg: FixedConfig = DEFAULT_CONFIG
+    cge_rounding: str = "nearest"   # or "stochastic" (golden's cge_rounding; the trainer is then built with it)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class ZoResult:
                 "losses": [int(v) for v, _ in self.got_log], "correct": [int(c) for _, c in self.got_log]}
 
 
-def _regs(case: ZoCase) -> dict[str, int]:
+def _regs(case: ZoCase, stochastic_build: bool = False) -> dict[str, int]:
     pf = zo_fixed.ParamFormats.of(case.net, case.cfg)
     w, b = ~pf.is_bias, pf.is_bias
     regs = dict(n_segments=len(segments(case.net)), n_samples=len(case.x), seed=case.seed, step0=case.step0,
@@ -98,6 +100,8 @@ def _regs(case: ZoCase) -> dict[str, int]:
                     mu_b=int(c.mu_codes[b][0]), m_code=c.m_code, k_code_w=int(c.k_code[w][0]),
                     k_shift_w=int(c.k_shift[w][0]), k_code_b=int(c.k_code[b][0]), k_shift_b=int(c.k_shift[b][0]),
                     cge_threshold=1 << 32 if case.fraction >= 1.0 else round(case.fraction * 2 ** 32))
+        if stochastic_build:
+            regs["cge_rounding"] = (Rounding.STOCHASTIC if case.cge_rounding == "stochastic" else Rounding.NEAREST).value
     else:
         raise ValueError(f"optimizer {case.optimizer!r}: choose 'signrge' or 'cge'")
     return regs
@@ -121,7 +125,8 @@ def expected(case: ZoCase) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]
                                    kind=case.kind, cfg=case.cfg)
         return theta, b0, log
     theta, bm, log, _ = cge_step(case.net, case.theta, b0, case.x, case.labels, seed=case.seed, step=case.step0,
-                                 fraction=case.fraction, c=cge_constants(case), cfg=case.cfg)
+                                 fraction=case.fraction, c=cge_constants(case), cfg=case.cfg,
+                                 rounding=case.cge_rounding)
     return theta, bm, log
 
 
@@ -130,8 +135,9 @@ def _is_dense(net: TTNet) -> bool:
 
 
 def trainer_for(net: TTNet, params: EngineParams | None, max_samples: int, n_max: int, log_depth: int,
-                cfg: FixedConfig = DEFAULT_CONFIG) -> ZoTrainer:
-    """The trainer around the TT engine (`params`), or around the small dense engine when params is None."""
+                cfg: FixedConfig = DEFAULT_CONFIG, stochastic_rounding: bool = False) -> ZoTrainer:
+    """The trainer around the TT engine (`params`), or around the small dense engine when params is None;
+    `stochastic_rounding` builds its run-time CGE rounding select."""
     if params is None:
         if not _is_dense(net):
             raise ValueError("the dense engine runs one dense identity layer; give EngineParams for TT nets")
@@ -141,7 +147,7 @@ def trainer_for(net: TTNet, params: EngineParams | None, max_samples: int, n_max
     return ZoTrainer(eng, n_params=net.n_params, n_inputs=net.in_features, classes=net.out_features,
                      max_samples=max_samples, n_max=n_max, max_segments=max(4, len(net.param_sizes())),
                      log_depth=log_depth, weight=cfg.weight, bias=cfg.bias, act=cfg.act, loss=cfg.loss,
-                     x_fmt=cfg.input)
+                     x_fmt=cfg.input, stochastic_rounding=stochastic_rounding)
 
 
 def cosimulate_zo(cases: list[ZoCase], params: EngineParams | None, sim: str = "verilator", n_max: int = 10,
@@ -154,7 +160,11 @@ def cosimulate_zo(cases: list[ZoCase], params: EngineParams | None, sim: str = "
     if any(c.net.describe() != net.describe() for c in cases):
         raise ValueError("all cases of one co-simulation must use the same network shape")
     max_samples = max(len(c.x) for c in cases)
-    model = runner.build(trainer_for(net, params, max_samples, n_max, log_depth, cases[0].cfg),
+    for c in cases:
+        if c.cge_rounding not in ("nearest", "stochastic"):
+            raise ValueError(f"case {c.name}: cge_rounding {c.cge_rounding!r}: use 'nearest' or 'stochastic'")
+    sr = any(c.optimizer == "cge" and c.cge_rounding == "stochastic" for c in cases)
+    model = runner.build(trainer_for(net, params, max_samples, n_max, log_depth, cases[0].cfg, sr),
                          f"zo_trainer_{net.name.replace('-', '_')}", sim=sim, waves=waves)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="run-", dir=model.build_dir))
     work.mkdir(parents=True, exist_ok=True)
@@ -175,7 +185,7 @@ def cosimulate_zo(cases: list[ZoCase], params: EngineParams | None, sim: str = "
         batch = [(HostTarget.INPUTS, j, int(v)) for j, v in enumerate(np.asarray(c.x).reshape(-1))]
         batch += [(HostTarget.LABELS, j, int(v)) for j, v in enumerate(c.labels)]
         key = (np.asarray(c.x).tobytes(), np.asarray(c.labels).tobytes())
-        regs = _regs(c)
+        regs = _regs(c, sr)
         arrays[f"case{i}_cfg"] = np.array(cfg_writes, dtype=np.int64).reshape(-1, 2)
         arrays[f"case{i}_host"] = np.array(host_params + batch, dtype=np.int64).reshape(-1, 3)
         arrays[f"case{i}_host_params"] = np.array(host_params, dtype=np.int64).reshape(-1, 3)

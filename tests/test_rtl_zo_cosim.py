@@ -7,8 +7,13 @@ inside the simulator.  Default suite: the small TT net (784 -> 16 -> 10, rank 2,
 3 signRGE steps with N = 2 and one CGE step over ~5 % of the coordinates (golden's coordinate
 sampling), on Verilator with a real batch of 32 and on Icarus (slower) with 8.  `slow`: batch 64
 with N = 3 and every CGE coordinate of the small net, and the paper's r = 6 network on batch 64.
+CGE with stochastic rounding (``ZoCase.cge_rounding="stochastic"``: the trainer is built with
+``stochastic_rounding=True`` and its ``cge_rounding`` set to STOCHASTIC; golden's ``cge_rounding="stochastic"``): the dense engine
+on both simulators in the default suite, the small TT net on Verilator `slow`.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +23,7 @@ from ttzo.rtl.descriptors import EngineParams
 from ttzo.sim import runner
 from ttzo.sim.tb_zo_nets import small_mnist_net
 from ttzo.sim.tt_cosim import seeded_params
-from ttzo.sim.zo_cosim import SMALL_ENGINE, ZoCase, cosimulate_zo
+from ttzo.sim.zo_cosim import SMALL_ENGINE, ZoCase, cosimulate_zo, expected
 from ttzo.sim.zo_cosim import SMALL_LOG_DEPTH as LOG_DEPTH
 from ttzo.sim.zo_cosim import SMALL_N_MAX as N_MAX
 
@@ -98,3 +103,43 @@ def test_dense_engine_trainer_both_simulators(sim) -> None:
              ZoCase("cge-1", net, theta, x, y, "cge", seed=5, step0=2, fraction=0.5)]
     for r in cosimulate_zo(cases, None, sim, n_max=2, log_depth=64):
         assert r.bit_exact, r.to_dict()
+
+
+def _rounding_matters(case: ZoCase) -> bool:
+    """Stochastic and nearest rounding give different parameters for this case (else the test proves nothing)."""
+    return bool(np.any(expected(case)[0] != expected(replace(case, cge_rounding="nearest"))[0]))
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
+def test_dense_cge_stochastic_rounding_both_simulators(sim) -> None:
+    """One CGE step with stochastic rounding around the dense engine: golden's step bit for bit."""
+    if sim == "icarus" and not runner.have_icarus():
+        pytest.skip("Icarus Verilog not installed")
+    rng = np.random.default_rng(12)
+    n_in, C, B = 6, 3, 4
+    from ttzo.golden.network import LayerSpec, TTNet
+    from ttzo.golden.tt import TTShape
+    net = TTNet((LayerSpec(TTShape((n_in,), (C,), (1, 1)), "identity"),), name="dense-6x3")
+    cfg = DEFAULT_CONFIG
+    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.6, n_in * C)), cfg.bias.quantize(rng.normal(0, 1, C))])
+    b0 = rng.integers(-(1 << 24), 1 << 24, size=net.n_params)
+    case = ZoCase("cge-sr", net, theta, rng.integers(0, 256, size=(B, n_in)), rng.integers(0, C, size=B), "cge",
+                  seed=5, step0=9, fraction=0.5, cge_lr=0.0002, momentum0=b0, cge_rounding="stochastic")
+    assert _rounding_matters(case)
+    (r,) = cosimulate_zo([case], None, sim, n_max=2, log_depth=64)
+    assert r.bit_exact, r.to_dict()
+
+
+@pytest.mark.slow
+def test_verilator_small_net_cge_stochastic_rounding(mnist_dir) -> None:
+    """The small TT net on a real batch of 32: one CGE step (5 % of the coordinates) with stochastic rounding."""
+    net = small_mnist_net()
+    x, y = _batch(mnist_dir, 32)
+    theta = net.flatten(seeded_params(net, DEFAULT_CONFIG, 0))
+    b0 = np.random.default_rng(4).integers(-(1 << 30), 1 << 30, size=net.n_params)
+    case = ZoCase("cge-sr", net, theta, x, y, "cge", seed=7, step0=3, fraction=0.05, cge_lr=0.01, momentum0=b0,
+                  cge_rounding="stochastic")
+    assert _rounding_matters(case)
+    (r,) = cosimulate_zo([case], SMALL_ENGINE, "verilator", N_MAX, LOG_DEPTH)
+    assert r.bit_exact, r.to_dict()
+    assert r.forwards >= 2

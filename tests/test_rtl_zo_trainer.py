@@ -9,15 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttzo.golden import zo_fixed
+from ttzo.golden import zo, zo_fixed
+from ttzo.golden.optim import GoldenStepper, OptimConfig, OptState
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.network import LayerSpec, TTNet
 from ttzo.golden.tt import TTShape
 from ttzo.rtl.perturb import XiKind
 from ttzo.rtl.zo_dense_engine import DenseEngine
 from ttzo.rtl.zo_trainer import Optimizer, ZoTrainer
+from ttzo.rtl.zo_update import Rounding
 from ttzo.sim.tb_zo_amsim import run
-from ttzo.sim.tb_zo_golden import cge_step, signrge_steps
+from ttzo.sim.tb_zo_golden import LoggingLoss, cge_step, signrge_steps
 from ttzo.sim.tb_zo_nets import segments
 
 
@@ -80,19 +82,22 @@ def test_signrge_steps_match_golden(kind, n_queries, k_steps) -> None:
     assert np.any(want_theta != theta)  # the steps did something
 
 
-def run_cge(net, theta, b, x, labels, *, seed, step, fraction, c, pf):
+def run_cge(net, theta, b, x, labels, *, seed, step, fraction, c, pf, rounding: Rounding | None = None):
     B, n_in = x.shape
     C = net.out_features
     eng = DenseEngine(n_in, C)
+    sr = rounding is not None     # the stochastic-rounding build (run-time input cge_rounding)
     top = ZoTrainer(eng, n_params=net.n_params, n_inputs=n_in, classes=C, max_samples=B, n_max=2,
                     max_segments=4, log_depth=64, params_init=theta, inputs_init=x.reshape(-1), labels_init=labels,
-                    momentum_init=b)
+                    momentum_init=b, stochastic_rounding=sr)
     w, bi = ~pf.is_bias, pf.is_bias
     regs = dict(optimizer=Optimizer.CGE, n_segments=len(segments(net)), n_samples=B, seed=seed, step0=step, k_steps=1,
                 mu_w=int(c.mu_codes[w][0]), mu_b=int(c.mu_codes[bi][0]), m_code=c.m_code,
                 k_code_w=int(c.k_code[w][0]), k_shift_w=int(c.k_shift[w][0]),
                 k_code_b=int(c.k_code[bi][0]), k_shift_b=int(c.k_shift[bi][0]),
                 cge_threshold=min(1 << 32, round(fraction * 2 ** 32)))
+    if sr:
+        regs["cge_rounding"] = rounding
     out: dict = {}
 
     async def bench(ctx):
@@ -113,6 +118,7 @@ def run_cge(net, theta, b, x, labels, *, seed, step, fraction, c, pf):
         out["b"] = np.array([ctx.get(top.momentum.data[i]) for i in range(net.n_params)])
         n = ctx.get(top.forwards)
         out["log"] = [(ctx.get(top.log.data[i]).loss, ctx.get(top.log.data[i]).correct) for i in range(n)]
+        out["cycles"] = ctx.get(top.cycles)
 
     run(top, bench)
     return out
@@ -139,3 +145,50 @@ def test_cge_step_with_momentum_matches_golden(fraction) -> None:
     np.testing.assert_array_equal(got["b"], want_b)
     np.testing.assert_array_equal(got["theta"], want_theta)
     assert np.any(want_theta != theta)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_cge_step_stochastic_rounding_matches_golden_stepper(fraction) -> None:
+    """cge_rounding = STOCHASTIC (trainer built with stochastic_rounding=True): the step equals golden's
+    GoldenStepper with cge_rounding="stochastic"; NEAREST in that build equals golden's default step."""
+    rng = np.random.default_rng(31)
+    n_in, C, B = 6, 3, 4
+    net = dense_net(n_in, C)
+    cfg = DEFAULT_CONFIG
+    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.8, n_in * C)), cfg.bias.quantize(rng.normal(0, 1, C))])
+    theta[2] = cfg.weight.min_code
+    theta[4] = cfg.weight.max_code
+    b = rng.integers(-(1 << 24), 1 << 24, size=net.n_params)    # many updates of a fraction of an LSB
+    b[5] = zo_fixed.B_MAX
+    b[7] = -zo_fixed.B_MAX - 1
+    x = rng.integers(0, 256, size=(B, n_in))
+    labels = rng.integers(0, C, size=B)
+    seed, step = 0xC0FFEE, 41
+    ocfg = OptimConfig(optimizer="cge", cge_lr=0.0002, cge_mu=0.01, momentum=0.9, cge_fraction=fraction,
+                       cge_rounding="stochastic")
+    st = OptState(theta.astype(np.int64), b.astype(np.int64), step=step, phase="cge")
+    GoldenStepper(net, ocfg, seed, B, cfg).step(st, x, labels, epoch=0)
+    assert st.step == step + 1
+    pf = zo_fixed.ParamFormats.of(net, cfg)
+    c = zo_fixed.CGEConstants.make(pf, lr=0.0002, mu=0.01, momentum=0.9, batch=B, loss_frac=cfg.loss.frac)
+    # the logged (loss, correct) of every forward pass, and the same step with nearest rounding
+    loss = LoggingLoss(net, x, labels, cfg)
+    coords = zo.sample_coordinates(seed, step, net.n_params, fraction)
+    words = zo_fixed.stochastic_rounding_words(seed, step, net.n_params)
+    want_theta, want_b, _ = zo_fixed.cge_step(loss, theta, b, coords, c, pf, rounding_words=words)
+    np.testing.assert_array_equal(want_theta, st.theta)
+    np.testing.assert_array_equal(want_b, st.momentum)
+    near_theta, _, _, _ = cge_step(net, theta, b, x, labels, seed=seed, step=step, fraction=fraction, c=c)
+    assert np.any(near_theta != st.theta)    # the rounding matters for this case ...
+    assert np.any(st.theta == pf.hi) and np.any(st.theta == pf.lo) and np.any(st.theta != theta)  # ... and rails
+
+    got = run_cge(net, theta, b, x, labels, seed=seed, step=step, fraction=fraction, c=c, pf=pf,
+                  rounding=Rounding.STOCHASTIC)
+    assert got["log"] == loss.log
+    np.testing.assert_array_equal(got["b"], st.momentum)
+    np.testing.assert_array_equal(got["theta"], st.theta)
+    if fraction < 1:    # the same step rounding half up: golden's nearest result, in the same number of cycles
+        near = run_cge(net, theta, b, x, labels, seed=seed, step=step, fraction=fraction, c=c, pf=pf,
+                       rounding=Rounding.NEAREST)
+        np.testing.assert_array_equal(near["theta"], near_theta)
+        assert near["cycles"] == got["cycles"]

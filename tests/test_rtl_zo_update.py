@@ -5,13 +5,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from amaranth import Elaboratable, Module, signed
 from amaranth.lib import memory
 
-from ttzo.golden import zo_fixed
+from ttzo.golden import prng, zo_fixed
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.rtl.perturb import XiKind
-from ttzo.rtl.zo_update import CgeUpdate, SignRgeUpdate
+from ttzo.rtl.zo_update import CgeUpdate, Rounding, SignRgeUpdate
 from ttzo.sim.tb_zo_amsim import run
 from ttzo.sim.tb_zo_golden import step_codes
 from ttzo.sim.tb_zo_nets import segments, small_mnist_net
@@ -141,28 +143,26 @@ def test_signrge_equal_losses_leave_parameters_unchanged() -> None:
     assert got["changed"] == 0
 
 
-@pytest.mark.parametrize("k_code_w,k_shift_w,k_code_b,k_shift_b", [(4095, 62, 2048, 1), (3000, 30, 4000, 45),
-                                                                     (2049, 40, 2500, 33)])
-def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b) -> None:
-    """theta <- sat(theta - round(k*b >> s)) for momentum values across the 47-bit range, incl. rails."""
-    net = small_mnist_net()
-    rng = np.random.default_rng(k_shift_w)
-    cfg = DEFAULT_CONFIG
-    theta = net.flatten(net.quantize(net.init(rng), cfg))
-    b = rng.integers(-zo_fixed.B_MAX - 1, zo_fixed.B_MAX + 1, size=net.n_params)
-    b[::5] >>= rng.integers(0, 46, size=b[::5].size)     # small magnitudes too
-    b[0], b[1], b[2] = zo_fixed.B_MAX, -zo_fixed.B_MAX - 1, -1
-    pf = zo_fixed.ParamFormats.of(net, cfg)
-    k_code = np.where(pf.is_bias, k_code_b, k_code_w)
-    k_shift = np.where(pf.is_bias, k_shift_b, k_shift_w)
-    c = zo_fixed.CGEConstants(np.ones(net.n_params, dtype=np.int64), 1 << zo_fixed.M_FRAC, k_code, k_shift)
+def golden_cge_update(theta, b, pf, k_code, k_shift, rounding: str, seed: int, step: int) -> np.ndarray:
+    """golden zo_fixed.cge_step with m = 1 and no coordinate (g = 0): exactly the update pass on b."""
+    c = zo_fixed.CGEConstants(np.ones(theta.size, dtype=np.int64), 1 << zo_fixed.M_FRAC,
+                              np.asarray(k_code, dtype=np.int64), np.asarray(k_shift, dtype=np.int64))
+    words = zo_fixed.stochastic_rounding_words(seed, step, theta.size) if rounding == "stochastic" else None
     want, b_same, _ = zo_fixed.cge_step(lambda t: np.zeros(len(t), dtype=np.int64), theta, b,
-                                        np.zeros(0, dtype=np.int64), c, pf)
+                                        np.zeros(0, dtype=np.int64), c, pf, rounding_words=words)
     np.testing.assert_array_equal(b_same, b)  # m = 1, g = 0: the pass sees exactly b
+    return want
 
-    eng = CgeUpdate(max_segments=16, n_params_max=1024)
+
+def simulate_cge_update(theta, b, segs, regs: dict, rounding: str = "nearest", seed: int = 0, step: int = 0,
+                        n_params_max: int = 1024) -> dict:
+    """One CgeUpdate pass over memories holding theta and b; `regs`: k_code_w/b, k_shift_w/b.
+
+    Stochastic rounding gets the stream seed state golden's words come from (prng.stream_seed).
+    """
+    eng = CgeUpdate(max_segments=16, n_params_max=n_params_max)
     top = WithMemory(eng, theta)
-    bmem = memory.Memory(shape=signed(zo_fixed.B_BITS), depth=net.n_params, init=[int(v) for v in b])
+    bmem = memory.Memory(shape=signed(zo_fixed.B_BITS), depth=len(theta), init=[int(v) for v in b])
 
     class Top(Elaboratable):
         def elaborate(self, platform):
@@ -176,19 +176,130 @@ def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b
     out = {}
 
     async def bench(ctx):
-        segs = segments(net)
         for k, (s, _, isb) in enumerate(segs):
             ctx.set(eng.seg_start[k], s)
             ctx.set(eng.seg_bias[k], isb)
-        for name, v in dict(n_segments=len(segs), n_params=net.n_params, k_code_w=k_code_w, k_shift_w=k_shift_w,
-                            k_code_b=k_code_b, k_shift_b=k_shift_b).items():
+        for name, v in dict(n_segments=len(segs), n_params=len(theta), **regs).items():
             ctx.set(getattr(eng, name), v)
+        ctx.set(eng.rounding, Rounding.STOCHASTIC if rounding == "stochastic" else Rounding.NEAREST)
+        ctx.set(eng.sr_state, prng.stream_seed(seed, step, zo_fixed.SR_QUERY))
         out["cycles"] = await _run_pass(ctx, eng)
         out["changed"] = ctx.get(eng.changed)
-        out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(net.n_params)])
+        out["theta"] = np.array([ctx.get(top.mem.data[i]) for i in range(len(theta))])
 
     run(Top(), bench)
+    out["pass_cycles"] = eng.pass_cycles(len(theta))
+    return out
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("k_code_w,k_shift_w,k_code_b,k_shift_b", [(4095, 62, 2048, 1), (3000, 30, 4000, 45),
+                                                                     (2049, 40, 2500, 33), (3500, 32, 2222, 31)])
+def test_cge_update_pass_matches_golden(k_code_w, k_shift_w, k_code_b, k_shift_b, rounding) -> None:
+    """theta <- sat(theta - round(k*b >> s)) for momentum values across the 47-bit range, incl. rails.
+
+    Both roundings: half up, and golden's stochastic rounding (words of stream (seed, t, SR_QUERY)
+    added below the shift, with shifts below, at and above the 32-bit word).
+    """
+    net = small_mnist_net()
+    rng = np.random.default_rng(k_shift_w)
+    cfg = DEFAULT_CONFIG
+    theta = net.flatten(net.quantize(net.init(rng), cfg))
+    b = rng.integers(-zo_fixed.B_MAX - 1, zo_fixed.B_MAX + 1, size=net.n_params)
+    b[::5] >>= rng.integers(0, 46, size=b[::5].size)     # small magnitudes too
+    b[0], b[1], b[2] = zo_fixed.B_MAX, -zo_fixed.B_MAX - 1, -1
+    pf = zo_fixed.ParamFormats.of(net, cfg)
+    k_code = np.where(pf.is_bias, k_code_b, k_code_w)
+    k_shift = np.where(pf.is_bias, k_shift_b, k_shift_w)
+    seed, step = int(rng.integers(0, 2**32)), int(rng.integers(0, 1 << 20))
+    want = golden_cge_update(theta, b, pf, k_code, k_shift, rounding, seed, step)
+    regs = dict(k_code_w=k_code_w, k_shift_w=k_shift_w, k_code_b=k_code_b, k_shift_b=k_shift_b)
+    out = simulate_cge_update(theta, b, segments(net), regs, rounding, seed, step)
     np.testing.assert_array_equal(out["theta"], want)
     assert np.any(want == pf.hi) and np.any(want == pf.lo)  # both rails reached
     assert out["changed"] == int(np.sum(want != theta))
-    assert out["cycles"] == net.n_params + 12  # the documented pass time (P + 4 before the timing stages)
+    assert out["cycles"] == out["pass_cycles"] == net.n_params + 12  # the documented pass time, both modes
+    if rounding == "stochastic":   # the rounding is really not half up somewhere
+        nearest = golden_cge_update(theta, b, pf, k_code, k_shift, "nearest", seed, step)
+        assert np.any(nearest != want)
+
+
+def test_cge_stochastic_rounding_words_follow_seed_and_step() -> None:
+    """Small updates (|k*b| / 2^s < 1 LSB): nearest rounding moves nothing, stochastic moves some; another
+    step's words move other parameters (the engine really uses stream (seed, t, SR_QUERY), word p for p)."""
+    net = small_mnist_net()
+    rng = np.random.default_rng(5)
+    theta = net.flatten(net.quantize(net.init(rng), DEFAULT_CONFIG))
+    b = rng.integers(-(1 << 20), 1 << 20, size=net.n_params)       # 4095 * 2^20 / 2^34 < 1/2 LSB
+    pf = zo_fixed.ParamFormats.of(net, DEFAULT_CONFIG)
+    regs = dict(k_code_w=4095, k_shift_w=34, k_code_b=3000, k_shift_b=34)
+    k_code, k_shift = np.where(pf.is_bias, 3000, 4095), np.full(net.n_params, 34)
+    moved = []
+    for step in (8, 9):
+        want = golden_cge_update(theta, b, pf, k_code, k_shift, "stochastic", 3, step)
+        got = simulate_cge_update(theta, b, segments(net), regs, "stochastic", 3, step)
+        np.testing.assert_array_equal(got["theta"], want)
+        moved.append(want != theta)
+        assert 0 < got["changed"] == int(np.sum(moved[-1])) < net.n_params
+    assert np.any(moved[0] != moved[1])
+    near = simulate_cge_update(theta, b, segments(net), regs, "nearest", 3, 8)
+    np.testing.assert_array_equal(near["theta"], theta)
+    assert near["changed"] == 0
+
+
+@st.composite
+def cge_cases(draw):
+    """A few segments (cores and biases) of random length, random codes, momentum, k and shifts 1..62."""
+    n_seg = draw(st.integers(1, 4))
+    lens = [draw(st.integers(1, 6)) for _ in range(n_seg)]
+    bias = [draw(st.booleans()) for _ in range(n_seg)]
+    starts = np.cumsum([0] + lens[:-1])
+    segs = [(int(s), n, b) for s, n, b in zip(starts, lens, bias)]
+    d = sum(lens)
+    is_bias = np.repeat(bias, lens)
+    cfg = DEFAULT_CONFIG
+    b_lim = st.integers(-zo_fixed.B_MAX - 1, zo_fixed.B_MAX)
+    small = st.integers(-(1 << 20), 1 << 20)
+    b = np.array([draw(st.one_of(b_lim, small, st.sampled_from([zo_fixed.B_MAX, -zo_fixed.B_MAX - 1, -1, 0, 1])))
+                  for _ in range(d)], dtype=np.int64)
+    code = st.integers(cfg.weight.min_code, cfg.weight.max_code)
+    theta = np.array([draw(code) for _ in range(d)], dtype=np.int64)
+    theta = np.where(is_bias, cfg.bias.saturate(theta), theta)
+    kc = st.integers(1 << (zo_fixed.K_BITS - 1), (1 << zo_fixed.K_BITS) - 1)
+    ks = st.integers(1, 62)
+    regs = dict(k_code_w=draw(kc), k_shift_w=draw(ks), k_code_b=draw(kc), k_shift_b=draw(ks))
+    return segs, is_bias, theta, b, regs, draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, (1 << 20) - 1))
+
+
+@settings(max_examples=12, deadline=None)
+@given(cge_cases(), st.sampled_from(["nearest", "stochastic"]))
+def test_cge_update_property(case, rounding) -> None:
+    """Any segment layout, codes, momentum, k_code and k_shift in golden's range: the pass equals golden."""
+    segs, is_bias, theta, b, regs, seed, step = case
+    cfg = DEFAULT_CONFIG
+    pf = zo_fixed.ParamFormats(is_bias, np.where(is_bias, cfg.bias.min_code, cfg.weight.min_code),
+                               np.where(is_bias, cfg.bias.max_code, cfg.weight.max_code), cfg.weight, cfg.bias)
+    k_code = np.where(is_bias, regs["k_code_b"], regs["k_code_w"])
+    k_shift = np.where(is_bias, regs["k_shift_b"], regs["k_shift_w"])
+    want = golden_cge_update(theta, b, pf, k_code, k_shift, rounding, seed, step)
+    got = simulate_cge_update(theta, b, segs, regs, rounding, seed, step, n_params_max=64)
+    np.testing.assert_array_equal(got["theta"], want)
+    assert got["changed"] == int(np.sum(want != theta))
+
+
+def test_cge_nearest_outside_golden_shift_range_keeps_former_rule() -> None:
+    """k_shift 0 and 63 (the board accepts 0..63; golden only 1..62): NEAREST still computes the former
+    datapath's ((k*b >> ((s - 1) mod 64)) + 1) >> 1, i.e. no update at s = 0."""
+    net = small_mnist_net()
+    rng = np.random.default_rng(2)
+    theta = net.flatten(net.quantize(net.init(rng), DEFAULT_CONFIG))
+    b = rng.integers(-zo_fixed.B_MAX - 1, zo_fixed.B_MAX + 1, size=net.n_params)
+    b[::3] >>= 30
+    pf = zo_fixed.ParamFormats.of(net, DEFAULT_CONFIG)
+    regs = dict(k_code_w=4095, k_shift_w=0, k_code_b=2048, k_shift_b=63)
+    k_code, k_shift = np.where(pf.is_bias, 2048, 4095), np.where(pf.is_bias, 63, 0)
+    upd = np.array([((int(k) * int(v) >> ((int(s) - 1) % 64)) + 1) >> 1 for k, v, s in zip(k_code, b, k_shift)])
+    want = pf.sat(theta - upd)
+    got = simulate_cge_update(theta, b, segments(net), regs)
+    np.testing.assert_array_equal(got["theta"], want)
+    assert got["changed"] == 0

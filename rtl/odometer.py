@@ -5,6 +5,12 @@ all lower levels return to 0 and every sum adds that level's delta (rtl/descript
 computes delta_i = stride_i - sum_{j<i} (count_j - 1) * stride_j), so each sum always equals
 sum_i idx_i * stride_i without a multiplier.  Stepping at the end (`at_end`) or `clear`
 restarts at all zeros.  Counts of 1 make a level inert (padding).
+
+``registered=True`` (timing): `is_max` are registers computed a step ahead (idx + 2 == count
+when a level increments, count == 1 when it returns to 0), so `at_end` and the choice of delta
+are a few gates from flip-flops instead of behind an adder and a comparator per level.  Same
+sequence of outputs, but `count` must be stable from a `clear` on and the odometer must be
+cleared before its first step (the combinational form needs neither).
 """
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from amaranth.hdl import Elaboratable, Module, Signal, signed
 
 
 class Odometer(Elaboratable):
-    def __init__(self, levels: int, n_sums: int, count_bits: int, sum_bits: int, name: str = "odo") -> None:
-        self.levels, self.n_sums = levels, n_sums
+    def __init__(self, levels: int, n_sums: int, count_bits: int, sum_bits: int, name: str = "odo",
+                 registered: bool = False) -> None:
+        self.levels, self.n_sums, self.registered = levels, n_sums, registered
         self.count = [Signal(count_bits, name=f"{name}_count{i}") for i in range(levels)]
         self.delta = [[Signal(signed(sum_bits), name=f"{name}_delta{i}_{j}") for j in range(n_sums)]
                       for i in range(levels)]
@@ -26,18 +33,25 @@ class Odometer(Elaboratable):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        for i in range(self.levels):
-            m.d.comb += self.is_max[i].eq(self.idx[i] + 1 == self.count[i])
+        reg = self.registered
+        if not reg:
+            for i in range(self.levels):
+                m.d.comb += self.is_max[i].eq(self.idx[i] + 1 == self.count[i])
         end = self.is_max[0]
         for i in range(1, self.levels):
             end = end & self.is_max[i]
         m.d.comb += self.at_end.eq(end)
         with m.If(self.clear | (self.step & self.at_end)):
             m.d.sync += [s.eq(0) for s in self.idx + self.sums]
+            if reg:
+                m.d.sync += [mx.eq(c == 1) for mx, c in zip(self.is_max, self.count)]
         with m.Elif(self.step):
             for i in range(self.levels):
                 with (m.If if i == 0 else m.Elif)(~self.is_max[i]):
                     m.d.sync += self.idx[i].eq(self.idx[i] + 1)
                     m.d.sync += [self.idx[j].eq(0) for j in range(i)]
                     m.d.sync += [s.eq(s + d) for s, d in zip(self.sums, self.delta[i])]
+                    if reg:
+                        m.d.sync += self.is_max[i].eq(self.idx[i] + 2 == self.count[i])
+                        m.d.sync += [self.is_max[j].eq(self.count[j] == 1) for j in range(i)]
         return m

@@ -124,7 +124,7 @@ class TTEngine(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         # --- input loader: stream -> buf_in in layer 0's first-step layout --------------------------
-        m.submodules.xodo = xodo = Odometer(p.x_levels, 2, p.count_bits, p.addr_bits, "x")
+        m.submodules.xodo = xodo = Odometer(p.x_levels, 2, p.count_bits, p.addr_bits, "x", registered=True)
         for i in range(p.x_levels):
             m.d.comb += xodo.count[i].eq(hdr.x_count[i])
             for j in range(2):
@@ -133,17 +133,20 @@ class TTEngine(wiring.Component):
         ld_ok = busy & ~in_full & (loaded != batch)
         m.d.comb += self.i.ready.eq(ld_ok)
         xf = xodo.sums[0].as_unsigned()
-        # The write is registered (timing: address multiply-add and the stream's data end in a
-        # register); it lands one cycle later, before the sequencer (>= 3 cycles after in_full) reads.
+        # The write is registered twice (timing: the address product and the stream's data end in a
+        # register, the address sum in the next); it lands two cycles later, before the sequencer
+        # (>= 4 cycles after in_full) reads.
+        in_p = Signal(data.StructLayout({"en": P, "prod": p.addr_bits, "k": p.addr_bits, "data": signed(W)}))
         in_q = Signal(data.StructLayout({"en": P, "addr": p.addr_bits, "data": signed(W)}))
-        m.d.sync += [in_q.addr.eq((xf >> LB) * hdr.x_knext + xodo.sums[1].as_unsigned()),
-                     in_q.data.eq(self.i.payload), in_q.en.eq(0)]
+        m.d.sync += [in_p.prod.eq((xf >> LB) * hdr.x_knext), in_p.k.eq(xodo.sums[1].as_unsigned()),
+                     in_p.data.eq(self.i.payload), in_p.en.eq(0),
+                     in_q.addr.eq(in_p.prod + in_p.k), in_q.data.eq(in_p.data), in_q.en.eq(in_p.en)]
         m.d.comb += in_w.addr.eq(in_q.addr)
         for lane in range(P):
             m.d.comb += in_w.data[lane].eq(in_q.data)
         m.d.comb += in_w.en.eq(in_q.en)
         with m.If(self.i.valid & ld_ok):
-            m.d.sync += in_q.en.eq(Const(1, P) << xf[:LB] if P > 1 else 1)
+            m.d.sync += in_p.en.eq(Const(1, P) << xf[:LB] if P > 1 else 1)
             m.d.comb += xodo.step.eq(1)
             m.d.sync += ld_count.eq(ld_count + 1)
             with m.If(ld_count + 1 == hdr.n_in):
@@ -156,7 +159,8 @@ class TTEngine(wiring.Component):
         m.d.comb += steps_r.addr.eq(step_idx)
 
         # --- MAC issue: odometer over (core columns, k1, k2) per group of P rows ------------------------
-        m.submodules.modo = modo = Odometer(p.mac_levels, len(MAC_SUMS), p.count_bits, p.addr_bits, "mac")
+        m.submodules.modo = modo = Odometer(p.mac_levels, len(MAC_SUMS), p.count_bits, p.addr_bits, "mac",
+                                        registered=True)
         for i in range(p.mac_levels):
             m.d.comb += modo.count[i].eq(desc.mac_count[i])
             for j in range(len(MAC_SUMS)):
@@ -206,22 +210,30 @@ class TTEngine(wiring.Component):
                         m.d.sync += issuing.eq(0)
 
         # MAC pipeline (timing): block RAM outputs -> operand registers -> product registers -> accumulate;
-        # every stage holds while the pipeline stalls (advance low), like the RAM read enables.
+        # every stage holds while the pipeline stalls (advance low), like the RAM read enables.  The
+        # product is registered as two partial products, x[:XS] (unsigned) * g and x[XS:] (signed) * g,
+        # one hard multiplier each with no adder behind it; the accumulation adds both (the same sum
+        # mod 2^acc_bits as acc + x * g).
         acc_shape = signed(p.acc_bits)
         acc = Signal(data.ArrayLayout(acc_shape, P))
         x_q = Signal(lane_shape)
         g_q = Signal(signed(p.weight_bits))
-        prod = Signal(data.ArrayLayout(signed(W + p.weight_bits), P))
+        XS = min(17, W - 1)
+        pp_lo = Signal(data.ArrayLayout(signed(XS + 1 + p.weight_bits), P))
+        pp_hi = Signal(data.ArrayLayout(signed(W - XS + p.weight_bits), P))
         with m.If(advance):
             m.d.sync += [x_q.eq(src_data), g_q.eq(cores_r.data)]
             for lane in range(P):
-                m.d.sync += prod[lane].eq(x_q[lane] * g_q)
+                xv = Value.cast(x_q[lane])
+                m.d.sync += [pp_lo[lane].eq(xv[:XS].as_unsigned() * g_q),
+                             pp_hi[lane].eq(xv[XS:].as_signed() * g_q)]
         with m.If(advance & tok_q.valid):
             for lane in range(P):
+                prod = pp_lo[lane] + (pp_hi[lane] << XS)
                 with m.If(tok_q.first):
-                    m.d.sync += acc[lane].eq(prod[lane])
+                    m.d.sync += acc[lane].eq(prod)
                 with m.Else():
-                    m.d.sync += acc[lane].eq(acc[lane] + prod[lane])
+                    m.d.sync += acc[lane].eq(acc[lane] + prod)
 
         # --- hold register between the lanes and the serial drain -----------------------------------------
         hold = Signal(data.ArrayLayout(acc_shape, P))
@@ -231,28 +243,33 @@ class TTEngine(wiring.Component):
         n_valid = Signal(p.count_bits + 1)   # lanes of the held group that are real rows
         filled = Signal(p.count_bits)        # groups whose row addresses the walker has written
         drained = Signal(p.count_bits)       # groups fully drained
-        # n_valid is registered with the hold register (timing: no subtractor before the stall signal,
-        # which fans out to every MAC stage); desc is constant while a step's groups are held.
+        # n_valid is registered with the hold register; desc is constant while a step's groups are held.
+        # Timing: the stall signal fans out to every MAC stage, so its inputs are all registers:
+        # last_lane (= d_lane + D >= P or >= n_valid) and rows_ready (= hold_tok.grp < filled) are
+        # computed a cycle ahead from the next d_lane, n_valid, hold_tok.grp and filled.
         last_lane = Signal()
-        m.d.comb += last_lane.eq((d_lane + D >= P) | (d_lane + D >= n_valid))
+        rows_ready = Signal()
         draining = Signal()
-        m.d.comb += draining.eq(hold_full & (hold_tok.grp < filled))
+        m.d.comb += draining.eq(hold_full & rows_ready)
         finishing = draining & last_lane
         hold_free = ~hold_full | finishing
         handoff = tok_c.valid & tok_c.last
-        m.d.comb += stall.eq(handoff & ~hold_free)
+        load = Signal()
+        m.d.comb += [stall.eq(handoff & ~hold_free), load.eq(handoff & hold_free)]
+        nv_next = Signal.like(n_valid)
+        m.d.comb += nv_next.eq(desc.n_f - (tok_c.grp << LB))
         with m.If(finishing):
             m.d.sync += [hold_full.eq(0), d_lane.eq(0)]
             with m.If(hold_tok.gend):
                 m.d.sync += drained.eq(drained + 1)
         with m.Elif(draining):
-            m.d.sync += d_lane.eq(d_lane + D)
-        with m.If(handoff & hold_free):
-            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1),
-                         n_valid.eq(desc.n_f - (tok_c.grp << LB))]
+            m.d.sync += [d_lane.eq(d_lane + D), last_lane.eq((d_lane + 2 * D >= P) | (d_lane + 2 * D >= n_valid))]
+        with m.If(load):
+            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1), n_valid.eq(nv_next),
+                         last_lane.eq(Const(int(D >= P), 1) | (D >= nv_next))]   # d_lane is 0 after a load
 
         # --- row walker: (f', kk', bias) parts of the P rows of a group, two banks ------------------------
-        m.submodules.fodo = fodo = Odometer(p.f_levels, 3, p.count_bits, p.addr_bits, "row")
+        m.submodules.fodo = fodo = Odometer(p.f_levels, 3, p.count_bits, p.addr_bits, "row", registered=True)
         for i in range(p.f_levels):
             m.d.comb += fodo.count[i].eq(desc.f_count[i])
             for j in range(3):
@@ -262,7 +279,12 @@ class TTEngine(wiring.Component):
         w_lane = Signal(max(1, LB))
         walk_go = Signal()
         step_active = Signal()
-        m.d.comb += walk_go.eq(step_active & (filled != desc.n_groups) & (filled <= drained + 1))
+        # Timing: walk_go gates the write enables of all the row registers, so its conditions
+        # filled != n_groups and filled <= drained + 1 are registers (fill_more, fill_ok) computed a
+        # cycle ahead from the next filled and drained (both 0 in WAIT_DST).
+        fill_more = Signal()
+        fill_ok = Signal()
+        m.d.comb += walk_go.eq(step_active & fill_more & fill_ok)
         with m.If(walk_go):
             sel = Signal(LB + 1)
             m.d.comb += sel.eq((filled[0] << LB) | w_lane) if P > 1 else sel.eq(filled[0])
@@ -275,6 +297,20 @@ class TTEngine(wiring.Component):
                     m.d.sync += filled.eq(filled + 1)
             else:
                 m.d.sync += filled.eq(filled + 1)
+        # next-state registers: filled' = filled + fill_inc, drained' = drained + drain_inc (0 in WAIT_DST)
+        fill_inc = Signal()
+        m.d.comb += fill_inc.eq(walk_go & (w_lane == P - 1) if P > 1 else walk_go)
+        drain_inc = finishing & hold_tok.gend
+        m.d.sync += [
+            fill_more.eq(Mux(fill_inc, filled + 1 != desc.n_groups, filled != desc.n_groups)),
+            # filled' <= drained' + 1
+            fill_ok.eq(Mux(fill_inc, Mux(drain_inc, filled <= drained + 1, filled <= drained),
+                           Mux(drain_inc, filled <= drained + 2, filled <= drained + 1))),
+        ]
+        # rows_ready = hold_tok.grp' < filled' (hold_tok.grp' = tok_c.grp on a load; grp < filled + 1
+        # is grp <= filled)
+        m.d.sync += rows_ready.eq(Mux(load, Mux(fill_inc, tok_c.grp <= filled, tok_c.grp < filled),
+                                      Mux(fill_inc, hold_tok.grp <= filled, hold_tok.grp < filled)))
 
         # --- drain pipelines (`drains` lanes per cycle): bias, requantise, saturate, activation, write ----
         drain_busy = Const(0, 1)
@@ -320,7 +356,7 @@ class TTEngine(wiring.Component):
                 with m.If(~((desc.dst == BUF_OUT) & out_pending)):
                     m.d.comb += [modo.clear.eq(1), fodo.clear.eq(1)]
                     m.d.sync += [grp.eq(0), s_base.eq(0), filled.eq(0), drained.eq(0), w_lane.eq(0),
-                                 issuing.eq(1)]
+                                 issuing.eq(1), rows_ready.eq(0), fill_more.eq(desc.n_groups != 0), fill_ok.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += step_active.eq(1)
@@ -369,24 +405,26 @@ class TTEngine(wiring.Component):
         ]
         m.d.comb += biases_r.addr.eq(desc.bbase + d1.b.as_unsigned())
         sum_shape = signed(p.acc_bits + 1)
+        # the write address (f >> LB) * knext + k: product registered in d2, sum in d2r (timing)
         d2 = Signal(name=f"d2{sfx}", shape=data.StructLayout({
-            "valid": 1, "acc": acc_shape, "word": unsigned(p.addr_bits),
+            "valid": 1, "acc": acc_shape, "wprod": unsigned(p.addr_bits), "k": unsigned(p.addr_bits),
                                         "lane": unsigned(max(1, LB))}))
         f1 = d1.f.as_unsigned()
         m.d.sync += [d2.valid.eq(d1.valid), d2.acc.eq(d1.acc),
-                     d2.word.eq((f1 >> LB) * desc.knext + d1.k.as_unsigned()),
+                     d2.wprod.eq((f1 >> LB) * desc.knext), d2.k.eq(d1.k.as_unsigned()),
                      d2.lane.eq(f1[:LB] if P > 1 else 0)]
         # Timing: the bias read is registered as it leaves the block RAM (d2r), then the bias shift,
-        # the bias add, the rounding add, the variable right shift and the saturation each get their
-        # own stage (d2b, d3, d3r, d3s, d4), and the sine phase product is split into three registered
-        # partial products (d4m) summed in d5; values are bit-identical to the one-stage forms (two's
-        # complement sums truncated to the same widths).
+        # the bias + rounding adds, the variable right shift and the saturation each get their own
+        # stage (d2b, d3r, d3s, d4), the sine phase product is split into three registered partial
+        # products (d4m) summed in d5, and the result is registered (d7) before the writes; values
+        # are bit-identical to the one-stage forms (two's complement sums truncated to the same widths).
         lane_w = unsigned(max(1, LB))
         d2r = Signal(name=f"d2r{sfx}", shape=data.StructLayout({
             "valid": 1, "acc": acc_shape, "bias": signed(p.bias_bits), "word": unsigned(p.addr_bits),
             "lane": lane_w}))
         m.d.sync += [d2r.bias.eq(biases_r.data),
-                     d2r.valid.eq(d2.valid), d2r.acc.eq(d2.acc), d2r.word.eq(d2.word), d2r.lane.eq(d2.lane)]
+                     d2r.valid.eq(d2.valid), d2r.acc.eq(d2.acc), d2r.word.eq(d2.wprod + d2.k),
+                     d2r.lane.eq(d2.lane)]
         d2b = Signal(name=f"d2b{sfx}", shape=data.StructLayout({
             "valid": 1, "acc": acc_shape, "bsh": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
         with m.If(desc.last):
@@ -394,16 +432,16 @@ class TTEngine(wiring.Component):
         with m.Else():
             m.d.sync += d2b.bsh.eq(0)
         m.d.sync += [d2b.valid.eq(d2r.valid), d2b.acc.eq(d2r.acc), d2b.word.eq(d2r.word), d2b.lane.eq(d2r.lane)]
-        d3 = Signal(name=f"d3{sfx}", shape=data.StructLayout({
-            "valid": 1, "sum": sum_shape, "word": unsigned(p.addr_bits), "lane": lane_w}))
-        m.d.sync += [d3.sum.eq(d2b.acc + d2b.bsh),
-                     d3.valid.eq(d2b.valid), d3.word.eq(d2b.word), d3.lane.eq(d2b.lane)]
+        # the bias add and the rounding add share a stage (two short carry chains; the bias sum is
+        # truncated to sum_shape in between, as when it had a register of its own)
+        bsum = Signal(sum_shape, name=f"bsum{sfx}")
+        m.d.comb += bsum.eq(d2b.acc + d2b.bsh)
         rnd = Signal(sum_shape, name=f"rnd{sfx}")
         m.d.comb += rnd.eq((Const(1, p.acc_bits) << desc.shift) >> 1)
         wide = signed(p.acc_bits + 2)
         d3r = Signal(name=f"d3r{sfx}", shape=data.StructLayout({
             "valid": 1, "v": wide, "word": unsigned(p.addr_bits), "lane": lane_w}))
-        m.d.sync += [d3r.v.eq(d3.sum + rnd), d3r.valid.eq(d3.valid), d3r.word.eq(d3.word), d3r.lane.eq(d3.lane)]
+        m.d.sync += [d3r.v.eq(bsum + rnd), d3r.valid.eq(d2b.valid), d3r.word.eq(d2b.word), d3r.lane.eq(d2b.lane)]
         d3s = Signal(name=f"d3s{sfx}", shape=data.StructLayout({
             "valid": 1, "v": wide, "word": unsigned(p.addr_bits), "lane": lane_w}))
         m.d.sync += [d3s.v.eq(d3r.v >> desc.shift), d3s.valid.eq(d3r.valid), d3s.word.eq(d3r.word),
@@ -474,12 +512,17 @@ class TTEngine(wiring.Component):
             m.d.comb += result.eq(sine_val)
         with m.Else():
             m.d.comb += result.eq(d6.v)
-        lane_en = (Const(1, P) << d6.lane) if P > 1 else Const(1, 1)
+        # the result is registered (d7) before it fans out to the P lanes of the three write ports
+        # (timing; the merged bias/rounding stage keeps the drain's latency)
+        d7 = Signal(name=f"d7{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
+                                        "lane": unsigned(max(1, LB))}))
+        m.d.sync += [d7.valid.eq(d6.valid), d7.v.eq(result), d7.word.eq(d6.word), d7.lane.eq(d6.lane)]
+        lane_en = (Const(1, P) << d7.lane) if P > 1 else Const(1, 1)
         for port, code in ports:
-            m.d.comb += port.addr.eq(d6.word)
+            m.d.comb += port.addr.eq(d7.word)
             for lane in range(P):
-                m.d.comb += port.data[lane].eq(result)
-            with m.If(d6.valid & (desc.dst == code)):
+                m.d.comb += port.data[lane].eq(d7.v)
+            with m.If(d7.valid & (desc.dst == code)):
                 m.d.comb += port.en.eq(lane_en)
-        return d1.valid | d2.valid | d2r.valid | d2b.valid | d3.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \
-            | d5.valid | d6.valid
+        return d1.valid | d2.valid | d2r.valid | d2b.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \
+            | d5.valid | d6.valid | d7.valid

@@ -92,6 +92,57 @@ def test_odometer_rtl_matches_reference() -> None:
     assert got == want + [want[0]]  # wraps to zero after the last combination
 
 
+def test_registered_odometer_matches_reference_with_stalls_and_clears() -> None:
+    """The engine's odometers precompute is_max a step ahead: same sums, indices and at_end as the
+    reference, with idle cycles between steps and a clear (with new counts) in the middle of a walk."""
+    from amaranth.sim import Simulator
+
+    from ttzo.rtl.odometer import Odometer
+    rng = np.random.default_rng(11)
+    walks = [([3, 1, 2, 4], [[5, -1], [0, 0], [-9, 7], [2, 3]]),
+             ([1, 1, 1, 1], [[1, 2], [3, 4], [5, 6], [7, 8]]),
+             ([2, 5, 1, 3], [[-4, 1], [6, -2], [0, 0], [1, 1]])]
+    dut = Odometer(4, 2, 8, 12, registered=True)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    checked = [0]
+
+    async def check(ctx, sums, idx, n) -> None:
+        await ctx.delay(1e-7)
+        assert [ctx.get(s) for s in dut.sums] == sums
+        assert [ctx.get(i) for i in dut.idx] == idx
+        assert ctx.get(dut.at_end) == all(i == c - 1 for i, c in zip(idx, n))
+        checked[0] += 1
+
+    async def tb(ctx):
+        for w, (counts, dl) in enumerate(walks):
+            for i, c in enumerate(counts):
+                ctx.set(dut.count[i], c)
+                for j in range(2):
+                    ctx.set(dut.delta[i][j], dl[i][j])
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            ref = list(odometer(counts, dl))
+            stop = len(ref) // 2 if w == 0 else len(ref)  # the first walk is cut short by the next clear
+            for k in range(stop):
+                sums, idx = ref[k]
+                while rng.random() < 0.3:  # idle cycles: nothing moves
+                    ctx.set(dut.step, 0)
+                    await check(ctx, sums, idx, counts)
+                    await ctx.tick()
+                ctx.set(dut.step, 1)
+                await check(ctx, sums, idx, counts)
+                await ctx.tick()
+            ctx.set(dut.step, 0)
+            if w:  # a full walk wraps to zero after its last combination
+                await check(ctx, ref[0][0], ref[0][1], counts)
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert checked[0] >= sum(len(list(odometer(c, d))) for c, d in walks[1:])
+
+
 def test_cycle_model_of_mnist_is_datapath_bound() -> None:
     prog = compile_network(mnist_tt(6), seeded_params(mnist_tt(6), DEFAULT_CONFIG, 0), DEFAULT_CONFIG,
                            EngineParams(lanes=4))

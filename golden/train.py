@@ -208,6 +208,33 @@ def branch_run(checkpoint: Path, out: Path, optim_changes: dict, epochs: int | N
     return cfg.to_dict()
 
 
+# --- comparing runs ---------------------------------------------------------------------------------
+#: per-epoch metrics that measure the machine, not the run (left out when runs are compared)
+TIME_KEYS = ("train_seconds", "wall_seconds")
+
+
+def compare_runs(a: Path, b: Path) -> dict:
+    """Compare two runs' per-epoch metrics key by key, times left out: how many leading epochs agree, and
+    the first that does not (e.g. a scheduled run against the chain of branches it replaces)."""
+    rows = []
+    for run in (Path(a), Path(b)):
+        try:
+            rows.append(json.loads((run / "metrics.json").read_text())["epochs"])
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{run}: no readable metrics.json with 'epochs' ({exc})") from None
+    same, first_diff = 0, None
+    for ra, rb in zip(*rows):
+        da = {k: v for k, v in ra.items() if k not in TIME_KEYS}
+        db = {k: v for k, v in rb.items() if k not in TIME_KEYS}
+        if da != db:
+            first_diff = {"epoch": ra.get("epoch", same) + 1,
+                          "differences": {k: [da.get(k), db.get(k)] for k in sorted(set(da) | set(db))
+                                          if da.get(k) != db.get(k)}}
+            break
+        same += 1
+    return {"epochs_a": len(rows[0]), "epochs_b": len(rows[1]), "identical_epochs": same, "first_difference": first_diff}
+
+
 # --- outputs ----------------------------------------------------------------------------------------
 def write_metrics(out: Path, config: TrainConfig, metrics: list[dict], extra: dict) -> None:
     doc = {"config": config.to_dict(), "machine": machine(), "epochs": metrics, **extra}

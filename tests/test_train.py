@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 from ttzo.golden.optim import OptimConfig
-from ttzo.golden.train import TrainConfig, load_checkpoint, train_mnist
-
-TIME_KEYS = ("train_seconds", "wall_seconds")
+from ttzo.golden.train import TIME_KEYS, TrainConfig, load_checkpoint, train_mnist
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +186,7 @@ def test_branch_then_resume_equals_a_run_configured_so_from_the_start(tmp_path: 
 def test_a_schedule_equals_the_chain_of_branches_it_replaces(tmp_path: Path, mnist) -> None:
     """`--at` entries (settings and batch changing at epoch boundaries) give exactly the run that
     `ttzo train branch` + resume at those epochs gives, and an interrupted scheduled run resumes to the same bits."""
-    from ttzo.golden.train import branch_run
+    from ttzo.golden.train import branch_run, compare_runs
     base = dict(arith="fixed", rank=2, seed=5, batch=64, train_samples=192, test_samples=100)
     near = OptimConfig(optimizer="hybrid", switch_epoch=2, cge_fraction=0.02, cge_lr=0.02)
     schedule = [{"epoch": 3, "optim": {"cge_lr": 0.01}},
@@ -202,6 +200,10 @@ def test_a_schedule_equals_the_chain_of_branches_it_replaces(tmp_path: Path, mni
     chain = train_mnist(TrainConfig(out=str(tmp_path / "c")), resume=True, data=mnist, progress=False)
     assert np.array_equal(whole.theta, chain.theta)
     assert _strip(whole.metrics) == _strip(chain.metrics)
+    assert compare_runs(tmp_path / "sched", tmp_path / "c") == {"epochs_a": 4, "epochs_b": 4, "identical_epochs": 4,
+                                                                "first_difference": None}
+    differ = compare_runs(tmp_path / "sched", tmp_path / "a")      # run a: no schedule, 2 epochs
+    assert differ["identical_epochs"] == 2 and differ["first_difference"] is None and differ["epochs_b"] == 2
     assert [m["steps"] for m in whole.metrics] == [3, 6, 12, 18]               # batch 32 from epoch 2 on
     assert whole.metrics[3]["lr"] == 0.01 != whole.metrics[2]["lr"]
     # interrupted in the middle of the batch-32 segment, then resumed: the same bits
@@ -247,3 +249,20 @@ def test_a_later_segment_without_valid_fixed_point_constants_is_refused_before_t
     with pytest.raises(FormatError, match="momentum"):
         train_mnist(cfg, data=mnist, progress=False)
     assert not (tmp_path / "r" / "checkpoint-e001.npz").exists()            # nothing was trained
+
+
+def test_compare_runs_finds_the_first_differing_epoch(tmp_path: Path, mnist) -> None:
+    from ttzo.golden.train import compare_runs
+    from ttzo.host.cli import main
+    base = dict(arith="fixed", rank=2, epochs=3, seed=5, batch=64, train_samples=128, test_samples=50)
+    near = OptimConfig(optimizer="hybrid", switch_epoch=2, cge_fraction=0.02, cge_lr=0.02)
+    train_mnist(TrainConfig(**base, out=str(tmp_path / "a"), optim=near), data=mnist, progress=False)
+    other = OptimConfig(**{**near.to_dict(), "cge_lr": 0.01})                 # differs from the CGE epoch (3) on
+    train_mnist(TrainConfig(**base, out=str(tmp_path / "b"), optim=other), data=mnist, progress=False)
+    res = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert res["identical_epochs"] == 2 and res["first_difference"]["epoch"] == 3
+    assert "lr" in res["first_difference"]["differences"]
+    assert main(["train", "compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert main(["train", "compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    with pytest.raises(ValueError, match="metrics.json"):
+        compare_runs(tmp_path / "a", tmp_path / "missing")

@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--epochs", type=int, default=None, help="total epochs of the new run")
     b.add_argument("--batch", type=int, default=None, help="batch size from the branch point on")
     b.set_defaults(func=run_branch)
+    c = g.add_parser("compare", help="compare two runs' per-epoch metrics key by key (times left out); "
+                                     "exit 1 at the first epoch that differs")
+    c.add_argument("run_a", help="a run directory (with metrics.json)")
+    c.add_argument("run_b", help="another run directory")
+    c.set_defaults(func=run_compare)
     q = g.add_parser("plot", help="learning-curve figure comparing finished runs (accuracy vs forward evaluations)")
     q.add_argument("runs", nargs="+", help="output directories of `ttzo train mnist`")
     q.add_argument("--out", required=True, help="PNG file to write")
@@ -115,6 +120,13 @@ def run_branch(args: argparse.Namespace) -> int:
     print(json.dumps({"out": cfg["out"], "epochs": cfg["epochs"], "batch": cfg["batch"], "optim": cfg["optim"]},
                      indent=2))
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ttzo.golden.train import compare_runs
+    res = compare_runs(args.run_a, args.run_b)
+    print(json.dumps(res, indent=2))
+    return 1 if res["first_difference"] else 0
 
 
 def run_plot(args: argparse.Namespace) -> int:

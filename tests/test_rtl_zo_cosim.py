@@ -85,18 +85,24 @@ def test_verilator_mnist_r6_batch64(mnist_dir) -> None:
     assert results[0].forwards == 3 * 11
 
 
+def _dense_6x3(seed: int):
+    """The one-layer 6 -> 3 dense net of the dense-engine cases, random parameter codes, and the rng that drew them."""
+    from ttzo.golden.network import LayerSpec, TTNet
+    from ttzo.golden.tt import TTShape
+    rng = np.random.default_rng(seed)
+    net = TTNet((LayerSpec(TTShape((6,), (3,), (1, 1)), "identity"),), name="dense-6x3")
+    cfg = DEFAULT_CONFIG
+    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.6, 18)), cfg.bias.quantize(rng.normal(0, 1, 3))])
+    return net, theta, rng
+
+
 @pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
 def test_dense_engine_trainer_both_simulators(sim) -> None:
     """The same sequencer around the one-MAC dense engine: 2 signRGE steps and a CGE step, seconds per simulator."""
     if sim == "icarus" and not runner.have_icarus():
         pytest.skip("Icarus Verilog not installed")
-    from ttzo.golden.network import LayerSpec, TTNet
-    from ttzo.golden.tt import TTShape
-    rng = np.random.default_rng(11)
+    net, theta, rng = _dense_6x3(11)
     n_in, C, B = 6, 3, 4
-    net = TTNet((LayerSpec(TTShape((n_in,), (C,), (1, 1)), "identity"),), name="dense-6x3")
-    cfg = DEFAULT_CONFIG
-    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.6, n_in * C)), cfg.bias.quantize(rng.normal(0, 1, C))])
     x = rng.integers(0, 256, size=(B, n_in))
     y = rng.integers(0, C, size=B)
     cases = [ZoCase("signrge-2", net, theta, x, y, "signrge", seed=5, k_steps=2, n_queries=2),
@@ -115,13 +121,8 @@ def test_dense_cge_stochastic_rounding_both_simulators(sim) -> None:
     """One CGE step with stochastic rounding around the dense engine: golden's step bit for bit."""
     if sim == "icarus" and not runner.have_icarus():
         pytest.skip("Icarus Verilog not installed")
-    rng = np.random.default_rng(12)
+    net, theta, rng = _dense_6x3(12)
     n_in, C, B = 6, 3, 4
-    from ttzo.golden.network import LayerSpec, TTNet
-    from ttzo.golden.tt import TTShape
-    net = TTNet((LayerSpec(TTShape((n_in,), (C,), (1, 1)), "identity"),), name="dense-6x3")
-    cfg = DEFAULT_CONFIG
-    theta = np.concatenate([cfg.weight.quantize(rng.normal(0, 0.6, n_in * C)), cfg.bias.quantize(rng.normal(0, 1, C))])
     b0 = rng.integers(-(1 << 24), 1 << 24, size=net.n_params)
     case = ZoCase("cge-sr", net, theta, rng.integers(0, 256, size=(B, n_in)), rng.integers(0, C, size=B), "cge",
                   seed=5, step0=9, fraction=0.5, cge_lr=0.0002, momentum0=b0, cge_rounding="stochastic")

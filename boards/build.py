@@ -135,15 +135,20 @@ def _with_rtlil(base: type) -> type:
     return WithRTLIL
 
 
+#: nextpnr options of every build: a JSON report, a report even when timing fails, a fixed seed, and router2
+#: (router1, nextpnr-ecp5's default, ripped up for over an hour on the full ECP5 design; see docs/boards.md).
+NEXTPNR_OPTS = "--report pnr-report.json --timing-allow-fail --seed 1 --router router2"
+
+
 def overrides(profile: BoardProfile) -> dict[str, str]:
     """Template overrides of the amaranth-boards platform for our flow."""
     if profile.family == "ice40":
         return {"synth_opts": "-dsp", "script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD,
                 "debug_verilog": True,
-                "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
+                "nextpnr_opts": NEXTPNR_OPTS}
     if profile.family == "ecp5":
         return {"script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD, "debug_verilog": True,
-                "nextpnr_opts": "--report pnr-report.json --timing-allow-fail --seed 1"}
+                "nextpnr_opts": NEXTPNR_OPTS}
     return {}
 
 

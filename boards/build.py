@@ -153,13 +153,14 @@ def overrides(profile: BoardProfile) -> dict[str, str]:
 
 
 def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
-          rank: int | None = None, core: str | None = None, verilog_only: bool = False) -> BuildResult:
+          rank: int | None = None, core: str | None = None, verilog_only: bool = False,
+          clock_mhz: float | None = None) -> BuildResult:
     """Elaborate, export and (where the open tools reach) synthesise, place and route one board."""
     profile = board if isinstance(board, BoardProfile) else get_profile(board)
     if (core or profile.default_core) == "full" and lanes not in (None, FULL_LANES):
         raise ValueError(f"--lanes {lanes}: the full design has {FULL_LANES} lanes (the host compiles the "
                          f"ttzo-mnist-rR program for {FULL_LANES}); use --core stand-in to size a proxy")
-    profile = profile.with_lanes(lanes)
+    profile = profile.with_lanes(lanes).with_clock(clock_mhz)
     out = Path(out or f"build/{profile.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -88,6 +88,39 @@ class BoardProfile:
         """Relative error of the achieved baud rate (clock / divisor) against the nominal one."""
         return self.clock_hz / self.uart_divisor / self.uart_baud - 1.0
 
+    def with_clock(self, mhz: float | None) -> "BoardProfile":
+        """This profile with the `sync` clock at `mhz` (``ttzo build --clock``), as the PLL really makes it.
+
+        The PLL search of boards/clocking.py picks the closest setting; the profile then holds that
+        frequency (so the UART divisor and the timing target are the real ones).  Refused: boards
+        without a PLL in our clocking (their clock is the oscillator's), frequencies the PLL misses by
+        more than 1 %, and UART baud errors above 2 % at the new clock.
+        """
+        if mhz is None:
+            return self
+        from .clocking import ecp5_pll, ice40_pll    # clocking imports this module
+        want = float(mhz) * 1e6
+        if not want > 0:
+            raise ValueError(f"--clock {mhz}: the clock must be a positive frequency in MHz")
+        if self.family == "ice40":
+            got = ice40_pll(self.osc_hz, want).fout_hz
+        elif self.family == "ecp5":
+            got = ecp5_pll(self.osc_hz, want).fout_hz
+        elif abs(want - self.osc_hz) <= 0.01 * self.osc_hz:
+            got = self.osc_hz
+        else:
+            raise ValueError(f"--clock {mhz:g}: board {self.name} runs at its {self.osc_hz / 1e6:g} MHz oscillator "
+                             f"(no PLL in ttzo's clocking for {self.family})")
+        if abs(got - want) > 0.01 * want:
+            raise ValueError(f"--clock {mhz:g}: the {self.family} PLL of board {self.name} gets no closer than "
+                             f"{got / 1e6:.4g} MHz from its {self.osc_hz / 1e6:g} MHz oscillator")
+        clocked = replace(self, clock_hz=got)
+        if clocked.uart_divisor < 4 or abs(clocked.uart_baud_error) > 0.02:
+            raise ValueError(f"--clock {mhz:g}: the UART at {self.uart_baud} baud needs a divisor >= 4 with <= 2 % "
+                             f"error; at {got / 1e6:.4g} MHz it would be {clocked.uart_divisor} "
+                             f"({clocked.uart_baud_error:+.1%})")
+        return clocked
+
     def with_lanes(self, lanes: int | None) -> "BoardProfile":
         if lanes is None:
             return self

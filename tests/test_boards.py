@@ -52,6 +52,29 @@ def test_uart_divisor_within_two_percent():
         assert abs(p.uart_baud_error) < 0.02, p.name
 
 
+def test_with_clock_sets_the_pll_frequency_and_uart_divisor():
+    p = get_profile("ulx3s-85f").with_clock(60)
+    assert p.clock_hz == 60e6 and p.uart_divisor == 20 and p.uart_baud_error == 0
+    assert get_profile("ulx3s-85f").with_clock(None) is get_profile("ulx3s-85f")
+    ice = get_profile("icebreaker").with_clock(24)
+    assert ice.clock_hz == ice40_pll(12e6, 24e6).fout_hz == 24e6 and ice.uart_divisor == 8
+    # 53 MHz on the ECP5: the PLL's closest output is what the profile then holds (within 1 %)
+    q = get_profile("ulx3s-85f").with_clock(53)
+    assert q.clock_hz == ecp5_pll(25e6, 53e6).fout_hz and abs(q.clock_hz - 53e6) <= 0.53e6
+
+
+@pytest.mark.parametrize("board, mhz, match", [
+    ("arty-a7-35", 50, "oscillator"),          # no PLL in our 7-series clocking
+    ("ulx3s-85f", 0, "positive"),
+    ("ulx3s-85f", 10, "UART"),                 # divisor 3 (< 4) at 3 Mbaud
+    ("ulx3s-85f", 12.5, "UART"),               # divisor 4 at 12.5 MHz: +4.2 % baud error
+    ("icebreaker", 5, "PLL"),                  # below the iCE40 PLL's output range
+])
+def test_with_clock_refuses_what_the_board_cannot_do(board, mhz, match):
+    with pytest.raises(ValueError, match=match):
+        get_profile(board).with_clock(mhz)
+
+
 # ---------------------------------------------------------------- PLLs (known answers from icepll / ecppll)
 
 def test_ice40_pll_matches_icepll():

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    f"estimate). Boards: {boards}. Writes report.json and report.md into --out.")
     p.add_argument("--board", required=True, help="board name: " + ", ".join(PROFILES))
     p.add_argument("--lanes", type=int, default=None, help="MAC lanes P (default: the board profile's)")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="sync clock in MHz (PLL output; default: the board profile's). Timing is checked "
+                        "against it and the UART divisor follows it")
     p.add_argument("--out", default=None, help="output folder (default: build/BOARD)")
     p.add_argument("--core", default=None, choices=sorted(CORES),
                    help="registered core (default: the board's, 'full' = the training design where it fits)")
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     command = "ttzo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     try:
         result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
-                       verilog_only=args.verilog_only)
+                       verilog_only=args.verilog_only, clock_mhz=args.clock)
     except DoesNotFit as exc:            # report what synthesis needs against what the device has
         rep = make_report(exc.result, None, command=command)
         rep["fits"] = False

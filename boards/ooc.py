@@ -70,6 +70,95 @@ def _tt_engine():
     return TTEngine(engine_params(mnist_tt(6)))
 
 
+def _tiny_engine():
+    """The smallest valid TT engine (1 lane, 16-element buffers): the trainer's glue dominates the OOC run."""
+    from ttzo.rtl.descriptors import EngineParams
+    from ttzo.rtl.tt_engine import TTEngine
+    return TTEngine(EngineParams(lanes=1, buf_elems=16, in_elems=16, out_elems=16, core_words=16, bias_words=16,
+                                 max_steps=2, sine_bits=4))
+
+
+def _stub_engine():
+    """A register-only stand-in with TTEngine's interface: every input folds into registers that drive its
+    outputs (so Yosys keeps all of the trainer's logic), and no path inside it is longer than an adder."""
+    from amaranth import Module, Signal, signed
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+    from ttzo.rtl.tt_engine import CFG_ADDR_BITS
+
+    class StubEngine(wiring.Component):
+        def __init__(self) -> None:
+            super().__init__({"i": In(stream.Signature(signed(20))), "o": Out(stream.Signature(signed(20))),
+                              "cfg_addr": In(CFG_ADDR_BITS), "cfg_data": In(32), "cfg_en": In(1), "start": In(1),
+                              "batch": In(16), "busy": Out(1), "cycles": Out(32)})
+
+        def elaborate(self, platform) -> Module:
+            m = Module()
+            cfg, acc, left = Signal(32), Signal(32), Signal(16)
+            with m.If(self.cfg_en):
+                m.d.sync += cfg.eq(cfg ^ self.cfg_data ^ self.cfg_addr)
+            m.d.sync += self.i.ready.eq(~self.i.ready)
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += acc.eq(acc + self.i.payload)
+            with m.If(self.start):
+                m.d.sync += [self.busy.eq(1), left.eq(self.batch)]
+            with m.Elif(self.o.valid & self.o.ready):
+                m.d.sync += [left.eq(left - 1), self.busy.eq(left != 1)]
+            m.d.sync += [self.o.valid.eq(self.busy & acc[0]), self.o.payload.eq((acc ^ cfg)[:20]),
+                         self.cycles.eq(self.cycles + 1)]
+            return m
+    return StubEngine()
+
+
+def _zo_trainer(stub: bool = False):
+    """rtl/zo_trainer.ZoTrainer exactly as rtl/board_top builds it for the ulx3s-85f full design (ttzo-mnist-r6,
+    boards/design.board_params: n_params 3,962, 784 inputs, 10 classes, batch 64, N_max 10, 16 segments,
+    256 log entries, the batch double-buffered when the profile says so) plus board_top's extra host read ports on params/inputs/labels/log, around a tiny engine."""
+    from ttzo.rtl.zo_trainer import ZoTrainer
+
+    from .design import board_params
+    from .profiles import PROFILES
+    bp = board_params(PROFILES["ulx3s-85f"], 6)
+    tr = ZoTrainer(_stub_engine() if stub else _tiny_engine(), n_params=bp.net.n_params, n_inputs=bp.net.in_features,
+                   classes=bp.net.out_features, max_samples=bp.max_samples, n_max=bp.n_max,
+                   max_segments=bp.max_segments, log_depth=bp.log_depth, weight=bp.cfg.weight, bias=bp.cfg.bias,
+                   act=bp.cfg.act, loss=bp.cfg.loss, x_fmt=bp.cfg.input,
+                   input_banks=getattr(bp, "batch_banks", 1))
+    return _with_host_reads(tr)
+
+
+def _with_host_reads(trainer):
+    """A component exposing every port of `trainer` plus one read port (address in, data out) on each memory
+    that rtl/board_top reads for the host's regions (params, inputs, labels, log), added as board_top adds them."""
+    from amaranth import Module, Shape, Value
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    mems = [n for n in ("params", "inputs", "labels", "log") if hasattr(trainer, n)]
+
+    class WithHostReads(wiring.Component):
+        def __init__(self) -> None:
+            members = dict(trainer.signature.members)
+            for n in mems:
+                mem = getattr(trainer, n)
+                members[f"hr_{n}_addr"] = In(range(mem.depth))
+                members[f"hr_{n}_data"] = Out(Shape.cast(mem.shape).width)
+            super().__init__(members)
+
+        def elaborate(self, platform) -> Module:
+            m = Module()
+            m.submodules.trainer = trainer
+            for name, member in trainer.signature.members.items():
+                a, b = getattr(self, name), getattr(trainer, name)
+                m.d.comb += (b.eq(a) if member.flow == In else a.eq(b))
+            for n in mems:
+                rp = getattr(trainer, n).read_port(transparent_for=())
+                m.d.comb += [rp.addr.eq(getattr(self, f"hr_{n}_addr")),
+                             getattr(self, f"hr_{n}_data").eq(Value.cast(rp.data))]
+            return m
+    return WithHostReads()
+
+
 #: name -> (factory, what it is); the sizes of the full MNIST r = 6 design.
 BLOCKS: dict[str, tuple[Callable[[], object], str]] = {
     "signrge-update": (_signrge_update, "rtl/zo_update.SignRgeUpdate(N_max=10, diff_bits=49, 16 segments, 4096 params)"),
@@ -79,6 +168,10 @@ BLOCKS: dict[str, tuple[Callable[[], object], str]] = {
     "stream-seeder": (_stream_seeder, "rtl/prng.StreamSeeder (fmix32 of (seed, step, query), pipelined)"),
     "prng-bank": (_prng_bank, "rtl/prng.PrngBank(10 streams)"),
     "tt-engine": (_tt_engine, "rtl/tt_engine.TTEngine(engine_params(mnist_tt(6))), P = 16"),
+    "zo-trainer": (_zo_trainer, "rtl/zo_trainer.ZoTrainer of the ulx3s-85f full design (ttzo-mnist-r6) + board_top's "
+                                "host read ports, around a 1-lane TT engine with 16-element buffers"),
+    "zo-trainer-stub": (lambda: _zo_trainer(stub=True),
+                        "the same ZoTrainer around a register-only stand-in engine: only the trainer's own paths"),
 }
 
 

@@ -11,7 +11,9 @@ Cycle model (stated in every report, docs/boards.md "Performance model"):
   epoch                      ceil(60000 / B) steps; seconds = cycles / Fmax
   link                       the epoch's images and labels (785 bytes a sample) over the UART
                              at 10 bits a byte and `link_efficiency` payload/line bytes; reported
-                             alone and added to the compute time (no overlap assumed).
+                             alone and added to the compute time (epoch_seconds: upload in series),
+                             and overlapped with it (epoch_overlapped_seconds: the double-buffered
+                             batch, first upload + per step max(step, next batch's upload)).
 u defaults to 0.9 (the goal of issue 5) unless a measured value is given (`ttzo sim tt-engine
 --json` reports `lane_utilisation`); a cycle count measured by simulation may replace C_f.
 The golden model's time is measured on this CPU by running its signRGE steps (golden/optim.py)
@@ -55,9 +57,31 @@ class Perf:
     epoch_seconds: float
     baud: int
     formula: str
+    #: The epoch when the host uploads batch k+1 while step k computes (double-buffered batch regions,
+    #: host/backend_board.BoardStepper): the first batch's upload, then per step max(step compute, the
+    #: next batch's upload) -- :func:`overlapped_epoch_seconds`.  batch_upload_seconds: one full batch.
+    epoch_overlapped_seconds: float = 0.0
+    batch_upload_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def uart_seconds(nbytes: int, baud: int, link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> float:
+    """Seconds to move `nbytes` of payload over the UART (10 bits a byte, `link_efficiency` payload/line)."""
+    return nbytes * 10 / baud / link_efficiency
+
+
+def overlapped_epoch_seconds(step_seconds: float, batch: int, baud: int,
+                             link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> float:
+    """An MNIST epoch with the next batch uploaded while a step computes (docs/board.md "Double-buffered
+    batch"): upload(batch 0) + sum over the ceil(60000/B) steps of max(step_seconds, upload(next batch));
+    the last step has no next batch in the epoch (golden/train.py's lookahead stops at the epoch's end).
+    Batches are B samples but the last, 60000 mod B; 785 bytes a sample (pixels and label)."""
+    steps = math.ceil(MNIST_TRAIN / batch)
+    up = [uart_seconds(min(batch, MNIST_TRAIN - k * batch) * BYTES_PER_SAMPLE, baud, link_efficiency)
+          for k in range(steps)] + [0.0]
+    return up[0] + sum(max(step_seconds, up[k + 1]) for k in range(steps))
 
 
 def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, queries: int = 10, baud: int = 3_000_000,
@@ -83,7 +107,9 @@ def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, querie
     return Perf(net.name, lanes, fmax_hz, u, source, macs, cf, passes, cs, steps, ce, cf / fmax_hz, cs / fmax_hz,
                 compute, link, compute + link, baud,
                 "C_f = ceil(M/(P*u)); C_s = B*(N+1)*C_f + N*ceil(D/P); epoch = ceil(60000/B)*C_s/Fmax "
-                "+ 60000*785*10/(baud*eff)")
+                "+ 60000*785*10/(baud*eff)",
+                epoch_overlapped_seconds=overlapped_epoch_seconds(cs / fmax_hz, batch, baud, link_efficiency),
+                batch_upload_seconds=uart_seconds(batch * BYTES_PER_SAMPLE, baud, link_efficiency))
 
 
 #: Cycle counts of the full design (rtl/board_top: ZO trainer + TT engine, P = 16, one drain), MNIST TT
@@ -102,13 +128,20 @@ FULL_R6_UPDATE_CYCLES = 3962 + 10 + 4 + 18
 FULL_R6_LOAD_DRAIN_CYCLES = 7
 FULL_R6_SAMPLE_CYCLES = 26_567
 FULL_R6_PARAMS = 3962
-#: Cycles the timing pipeline stages added after those measurements cost per sample: 2 MAC + 5 drain
-#: stages (the last the registered bias read, d2r) of fill per absorption step, 8 steps per sample
-#: (rtl/tt_engine.py).
-FULL_R6_TIMING_CYCLES_PER_SAMPLE = 7 * 8
+#: Cycles the timing pipeline stages added after those measurements cost per sample (rtl/tt_engine.py):
+#: 5 drain stages (the last the registered bias read, d2r) of fill in each of the 8 absorption steps,
+#: and 2 MAC stages (operand and product registers) in the 6 steps whose pace the MAC lanes set (in
+#: the 2 drain-bound steps, K = 7 and 8 < P = 16, the MAC pipeline waits for the drain anyway).
+#: Measured: 26,618.85 cycles per sample (`ttzo sim tt-engine --net mnist --rank 6 --lanes 16
+#: --drains 1 --samples 20 --json`, Verilator) against the 26,567 above, i.e. +51.85.
+FULL_R6_TIMING_CYCLES_PER_SAMPLE = 5 * 8 + 2 * 6
 #: Cycles each forward pass gained with the loss unit's pipeline: its last sample is counted
 #: rtl/loss_unit.latency(10) = 28 clock edges after its last logit instead of 2C + 2 = 22.
 FULL_R6_LOSS_DRAIN_CYCLES = 28 - 22
+#: Cycles each forward pass gained with the trainer's timing registers (fifth session of issue #9,
+#: rtl/zo_trainer.py): the batch memory's banked 3-cycle read ahead of the engine's first input, and the
+#: register between the engine's logits and the loss unit (+3 + 1 per pass, measured in Amaranth runs).
+FULL_R6_TRAINER_GLUE_CYCLES = 3 + 1
 
 
 def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud: int = 3_000_000,
@@ -125,7 +158,8 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
     if batch != 64:
         raise ValueError("the full design's cycle counts were measured with batch 64")
     fwd = round((FULL_R6_STEP_N2_CYCLES - FULL_R6_UPDATE_CYCLES_MEASURED) / 3) \
-        + batch * FULL_R6_TIMING_CYCLES_PER_SAMPLE + FULL_R6_LOAD_DRAIN_CYCLES + FULL_R6_LOSS_DRAIN_CYCLES
+        + batch * FULL_R6_TIMING_CYCLES_PER_SAMPLE + FULL_R6_LOAD_DRAIN_CYCLES + FULL_R6_LOSS_DRAIN_CYCLES \
+        + FULL_R6_TRAINER_GLUE_CYCLES
     cs = (queries + 1) * fwd + FULL_R6_UPDATE_CYCLES
     steps = math.ceil(MNIST_TRAIN / batch)
     ce = steps * cs
@@ -137,8 +171,10 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
                 "measured cycles (cosimulation of the full design)", macs, FULL_R6_SAMPLE_CYCLES,
                 batch * (queries + 1), cs, steps, ce, FULL_R6_SAMPLE_CYCLES / fmax_hz, cs / fmax_hz, compute, link,
                 compute + link, baud,
-                f"F = (S_2 - U')/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} + {FULL_R6_LOAD_DRAIN_CYCLES} + {FULL_R6_LOSS_DRAIN_CYCLES} = {fwd} cycles per forward pass of 64 "
-                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + U, U = D + 32 cycles of update pass; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)")
+                f"F = (S_2 - U')/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} + {FULL_R6_LOAD_DRAIN_CYCLES} + {FULL_R6_LOSS_DRAIN_CYCLES} + {FULL_R6_TRAINER_GLUE_CYCLES} = {fwd} cycles per forward pass of 64 "
+                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + U, U = D + 32 cycles of update pass; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)",
+                epoch_overlapped_seconds=overlapped_epoch_seconds(cs / fmax_hz, batch, baud, link_efficiency),
+                batch_upload_seconds=uart_seconds(batch * BYTES_PER_SAMPLE, baud, link_efficiency))
 
 
 def machine() -> str:

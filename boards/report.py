@@ -151,6 +151,7 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         rep["performance"]["golden_epoch_seconds"] = golden["epoch_seconds"]
         rep["performance"]["speedup_vs_golden"] = golden["epoch_seconds"] / perf.epoch_seconds
         rep["performance"]["compute_speedup_vs_golden"] = golden["epoch_seconds"] / perf.epoch_compute_seconds
+        rep["performance"]["overlapped_speedup_vs_golden"] = golden["epoch_seconds"] / perf.epoch_overlapped_seconds
     return rep
 
 
@@ -189,7 +190,12 @@ def markdown(rep: dict) -> str:
               f"{perf['step_forward_passes']} forwards) | {perf['step_cycles']} | {perf['step_seconds']:.3g} |",
               f"| MNIST epoch, compute | {perf['epoch_cycles']} | {perf['epoch_compute_seconds']:.1f} |",
               f"| MNIST epoch, UART transfer | | {perf['epoch_link_seconds']:.1f} |",
-              f"| MNIST epoch, total | | {perf['epoch_seconds']:.1f} |", "",
+              f"| MNIST epoch, total | | {perf['epoch_seconds']:.1f} |",
+              f"| MNIST epoch, next batch uploaded during each step (double-buffered) | | "
+              f"{perf['epoch_overlapped_seconds']:.1f} |", "",
+              f"Overlapped epoch: upload of the first batch + per step max(step {perf['step_seconds']:.3g} s, "
+              f"upload of the next batch {perf['batch_upload_seconds']:.3g} s) (boards/perf.overlapped_epoch_seconds; "
+              "the host's per-step parameter read-back is in neither epoch figure).", "",
               f"Model: {perf['formula']}", ""]
     g = rep.get("golden")
     if g:
@@ -198,7 +204,8 @@ def markdown(rep: dict) -> str:
                   f"per step): {g['step_seconds']:.3f} s per step, "
                   f"{g['epoch_seconds']:.0f} s per epoch (median of {g['steps_timed']} steps x {perf['steps_per_epoch']}). "
                   f"Speed-up of the board over golden (golden epoch / board epoch): "
-                  f"{perf['speedup_vs_golden']:.2f} with the UART transfer, "
+                  f"{perf['speedup_vs_golden']:.2f} with the UART transfer in series, "
+                  f"{perf['overlapped_speedup_vs_golden']:.2f} with the upload overlapping the steps, "
                   f"{perf['compute_speedup_vs_golden']:.2f} on compute alone.", ""]
     return "\n".join(lines)
 

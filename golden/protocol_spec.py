@@ -72,6 +72,8 @@ class Region(enum.IntEnum):
     OUTPUTS = 5   # network outputs of the last inference (read-only for the host)
     PROGRAM = 6   # TT-engine program words (descriptors; write-only), see docs/board.md
     LOG = 8       # per-forward-pass loss and correct count of the last operation (read-only)
+    BATCH_NEXT = 9    # the other bank of a double-buffered BATCH (write-only, writable while busy)
+    LABELS_NEXT = 10  # the other bank of a double-buffered LABELS (write-only, writable while busy)
 
 
 class Op(enum.IntEnum):
@@ -85,11 +87,15 @@ class Op(enum.IntEnum):
 #: Commands that start an operation; a repeat of the previous request (same seq and command) is
 #: answered from the stored status instead of running again (idempotent retransmission).
 RUN_COMMANDS = (Cmd.RUN_INFERENCE, Cmd.RUN_STEPS)
-#: Commands that are allowed while an operation runs.
+#: Commands that are allowed while an operation runs (plus WRITE_REGION to a region flagged
+#: REGION_FLAG_BUSY_WRITABLE: see :func:`accepted_while_busy`).
 ALLOWED_WHEN_BUSY = (Cmd.IDENTIFY, Cmd.STATUS, Cmd.READ_RESULTS, Cmd.RESET)
 
 REGION_FLAG_WRITABLE = 0x01
 REGION_FLAG_READABLE = 0x02
+#: The region may be written while an operation runs (the engine does not read it then): the
+#: other bank of a double-buffered batch, so the host uploads batch k+1 while step k computes.
+REGION_FLAG_BUSY_WRITABLE = 0x04
 
 CAP_INFERENCE = 0x0001
 CAP_STEPS = 0x0002
@@ -143,6 +149,11 @@ class RegionInfo:
     @property
     def writable(self) -> bool:
         return bool(self.flags & REGION_FLAG_WRITABLE)
+
+    @property
+    def busy_writable(self) -> bool:
+        """WRITE_REGION is not refused with BUSY while an operation runs (flag BUSY_WRITABLE)."""
+        return bool(self.flags & REGION_FLAG_BUSY_WRITABLE)
 
     @property
     def name(self) -> str:
@@ -241,8 +252,22 @@ class Identify:
             "baud": (self.clock_hz // self.uart_divisor) if self.uart_divisor else None,
             "config_registers": self.n_config, "result_registers": self.n_results, "formats": fmts,
             "regions": [{"id": r.id, "name": r.name, "width_bits": r.width, "depth_words": r.depth,
-                         "bytes": r.size, "writable": r.writable} for r in self.regions],
+                         "bytes": r.size, "writable": r.writable,
+                         **({"writable_while_busy": True} if r.busy_writable else {})} for r in self.regions],
         }
+
+
+def accepted_while_busy(cmd: int, payload: bytes, ident: Identify) -> bool:
+    """Rule 6 of docs/protocol.md "Error handling": is a request spared the BUSY refusal while an
+    operation runs?  IDENTIFY, STATUS, READ_RESULTS and RESET are; so is a WRITE_REGION whose payload
+    holds the whole write header and names a region flagged REGION_FLAG_BUSY_WRITABLE (its offset,
+    length and data are then checked as when idle).  Everything else is refused with BUSY.
+    """
+    if cmd in ALLOWED_WHEN_BUSY:
+        return True
+    if cmd != Cmd.WRITE_REGION or len(payload) < WRITE_HDR.size:
+        return False
+    return any(r.id == payload[0] and r.busy_writable for r in ident.regions)
 
 
 def formats_of(cfg) -> tuple[tuple[tuple[int, int, bool], ...], int]:

@@ -360,6 +360,9 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
                 if stop.requested or (stop_after is not None and steps_this_call >= stop_after):
                     raise KeyboardInterrupt
                 idx = perm[batch_index * batch:(batch_index + 1) * batch]
+                if batch_index + 1 < nb and hasattr(stepper, "prefetch"):   # lookahead: a board uploads the
+                    nxt = perm[(batch_index + 1) * batch:(batch_index + 2) * batch]   # next batch during this step
+                    stepper.prefetch(Xtr[nxt], Ytr[nxt])
                 before = (st.theta, st.momentum, st.step)
                 try:
                     r = stepper.step(st, Xtr[idx], Ytr[idx], epoch)

@@ -19,11 +19,18 @@ HJB designs (identify capability ``pinn``, rtl/board_top.py "PINN designs"): the
 the node table and collocation points (``load_hjb``; formats from golden/stein_fixed.py), sets the
 loss block's registers with ``configure_hjb`` and evaluates the HJB loss with ``hjb_loss`` (one
 forward pass, RUN_INFERENCE) or trains on it with ``run_steps``.
+
+Double-buffered designs (regions BATCH_NEXT/LABELS_NEXT, rtl/board_top.py): the trainer reads the
+batch bank the bank register selects; ``load_batch(x, y, next_bank=True)`` writes the other bank,
+also while an operation runs.  :class:`BoardStepper` uses it: given the next batch by
+``prefetch`` (golden/train.py's loop calls it before each step), it starts step k, uploads batch
+k+1 into the idle bank while step k computes, and switches banks for step k+1, so an epoch costs
+about max(compute, upload) per step instead of their sum.  Results are unchanged (bit-exact).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +70,10 @@ class BoardSession:
     #: STATUS polling interval while an operation runs (seconds).  Each poll is a frame the virtual
     #: board must clock through cycle by cycle, so polling fast slows a simulated operation down.
     poll = 0.1
+    #: batch banks of the design (2: double-buffered, regions BATCH_NEXT/LABELS_NEXT) and the bank the
+    #: trainer reads; set from the board in __init__ (class defaults: a single-bank design)
+    banks = 1
+    bank = 0
 
     def __init__(self, board: Board, bp: T.BoardParams | None = None) -> None:
         if board.info is None:
@@ -86,6 +97,12 @@ class BoardSession:
         self.max_nodes = self.max_points = self.max_dim = 0
         if self.pinn:
             self.max_nodes, self.max_points, self.max_dim = board.read_results(T.RES_MAX_NODES, 3)
+        ids = {r.id for r in board.info.regions}
+        self.banks = 2 if {P.Region.BATCH_NEXT, P.Region.LABELS_NEXT} <= ids else 1
+        if self.banks != self.bp.batch_banks and not self.pinn:   # e.g. a bitstream from before double buffering
+            self.bp = replace(self.bp, batch_banks=self.banks)
+        #: the batch bank the trainer reads (BATCH/LABELS address it); the board's register, read once
+        self.bank = board.read_config(self.bp.bank_config, 1)[0] & 1 if self.banks > 1 else 0
 
     # --- loading -------------------------------------------------------------------------------------
     def load_program(self) -> int:
@@ -116,8 +133,13 @@ class BoardSession:
     def read_params(self) -> np.ndarray:
         return self.board.read_params(self.net.n_params)
 
-    def load_batch(self, x: np.ndarray, y: np.ndarray) -> int:
-        """Input codes (B, in_features) as pixel bytes and the labels; returns B."""
+    def load_batch(self, x: np.ndarray, y: np.ndarray, next_bank: bool = False) -> int:
+        """Input codes (B, in_features) as pixel bytes and the labels; returns B.
+
+        ``next_bank``: into the bank the trainer does NOT read (BATCH_NEXT/LABELS_NEXT of a
+        double-buffered design), which the board accepts while an operation runs."""
+        if next_bank and self.banks < 2:
+            raise BoardError(f"{self.board.url}: design {self.board.info.name} has one batch bank (no BATCH_NEXT)")
         x = np.asarray(x).reshape(len(y), -1)
         if x.shape[1] != self.net.in_features:
             raise ValueError(f"batch has {x.shape[1]} features per sample, {self.net.name} takes {self.net.in_features}")
@@ -127,9 +149,17 @@ class BoardSession:
             raise ValueError(f"labels must be classes 0..{self.net.out_features - 1}, got {np.min(y)}..{np.max(y)}")
         if x.min() < 0 or x.max() > 255:
             raise ValueError("input codes must be pixel bytes 0..255 (the board's u8 input format)")
-        self.board.write_region(P.Region.BATCH, np.asarray(x, dtype=np.uint8).tobytes())
-        self.board.write_region(P.Region.LABELS, np.asarray(y, dtype=np.uint8).tobytes())
+        bx, by = (P.Region.BATCH_NEXT, P.Region.LABELS_NEXT) if next_bank else (P.Region.BATCH, P.Region.LABELS)
+        self.board.write_region(bx, np.asarray(x, dtype=np.uint8).tobytes())
+        self.board.write_region(by, np.asarray(y, dtype=np.uint8).tobytes())
         return len(y)
+
+    def select_bank(self, bank: int) -> None:
+        """Make `bank` (0/1) the one the trainer reads and BATCH/LABELS address (idle board only)."""
+        if self.banks < 2:
+            raise BoardError(f"{self.board.url}: design {self.board.info.name} has one batch bank")
+        self.board.configure(self.bp.bank_config, [bank & 1])
+        self.bank = bank & 1
 
     def load_hjb(self, table, points: np.ndarray) -> tuple[int, int, int]:
         """A fixed-point node table (golden.stein_fixed.TableCodes) and collocation points (P, D input
@@ -155,8 +185,9 @@ class BoardSession:
         return int(codes[w][0]), int(codes[b][0]) if b.any() else 0
 
     def registers(self, *, seed: int, step0: int, n_samples: int, queries: int = 0, mu: float = 0.1,
-                  alpha: float = 0.01, kind: str = "rademacher") -> list[int]:
-        """All configuration registers for signRGE (golden zo_fixed codes) and the segment table."""
+                  alpha: float = 0.01, kind: str = "rademacher", bank: int | None = None) -> list[int]:
+        """All configuration registers for signRGE (golden zo_fixed codes) and the segment table;
+        on a double-buffered design also the batch bank (default: the current one)."""
         from ttzo.sim.tb_zo_nets import segments
         if queries > self.bp.n_max:
             raise ValueError(f"{queries} queries per step: the board runs at most {self.bp.n_max}")
@@ -172,6 +203,10 @@ class BoardSession:
         vals[T.CFG_N_SEGMENTS] = len(segs)
         for k, (start, _, is_bias) in enumerate(segs):
             vals[T.CFG_SEGMENTS + k] = start | (int(is_bias) << 31)
+        if self.banks > 1:
+            vals[self.bp.bank_config] = self.bank if bank is None else bank & 1
+        elif bank:
+            raise BoardError(f"{self.board.url}: design {self.board.info.name} has one batch bank")
         for k, v in vals.items():
             regs[k] = v & 0xFFFFFFFF
         return regs
@@ -179,6 +214,8 @@ class BoardSession:
     def configure_signrge(self, **kw) -> list[int]:
         regs = self.registers(**kw)
         self.board.configure(0, regs)
+        if self.banks > 1:
+            self.bank = regs[self.bp.bank_config]
         return regs
 
     def configure_hjb(self, sizes: tuple[int, int, int], *, seed: int = 0, step0: int = 0, queries: int = 0,
@@ -212,7 +249,15 @@ class BoardSession:
 
     # --- operations ---------------------------------------------------------------------------------
     def run_steps(self, k: int, timeout: float = 3600.0) -> RunResult:
+        self.start_steps(k)
+        return self.finish(timeout)
+
+    def start_steps(self, k: int) -> None:
+        """Start K steps and return at once (the board answers RUN_STEPS when the steps have started)."""
         self.board.run_steps(k, wait=False)
+
+    def finish(self, timeout: float = 3600.0) -> RunResult:
+        """Wait until the running operation ends; its result registers."""
         self.board.wait_idle(timeout, poll=self.poll)
         return RunResult.of(self.board.read_results(0, T.N_RESULTS))
 
@@ -254,16 +299,58 @@ class BoardStepper:
         self.s, self.cfg, self.seed = session, cfg, seed
         self.golden = GoldenStepper(net, cfg, seed, batch, fixed)   # schedule (lr per epoch) only
         self._on_board: np.ndarray | None = None
+        #: what each batch bank holds (bytes of pixels and labels; None = unknown), and the next batch
+        self._held: list[tuple[bytes, bytes] | None] = [None, None]
+        self._upcoming: tuple[np.ndarray, np.ndarray] | None = None
+        #: uploads of the next batch: finished while the step still ran / only after it ended
+        self.overlapped = self.serial_after = 0
         session.load_program()
+
+    @property
+    def double_buffered(self) -> bool:
+        return self.s.banks > 1
+
+    def prefetch(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The batch of the NEXT step() call: uploaded into the idle bank while the next step computes
+        (golden/train.py's loop calls this before each step; a board with one bank ignores it)."""
+        self._upcoming = (np.asarray(x), np.asarray(y)) if self.double_buffered else None
+
+    @staticmethod
+    def _key(x: np.ndarray, y: np.ndarray) -> tuple[bytes, bytes]:
+        return np.asarray(x, dtype=np.uint8).tobytes(), np.asarray(y, dtype=np.uint8).tobytes()
+
+    def _place_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+        """(samples, bank holding this batch): a bank that already holds it, else upload into the active one."""
+        key, active = self._key(x, y), self.s.bank
+        for b in (active, 1 - active) if self.double_buffered else (active,):
+            if self._held[b] == key:
+                return len(y), b
+        self._held[active] = None                # unknown until the upload completes
+        B = self.s.load_batch(x, y)
+        self._held[active] = key
+        return B, active
 
     def step(self, st: OptState, x: np.ndarray, y: np.ndarray, epoch: int) -> StepResult:
         theta = np.asarray(st.theta, dtype=np.int64)
         if self._on_board is None or not np.array_equal(self._on_board, theta):
             self.s.load_params(theta)
-        B = self.s.load_batch(x, y)
+        B, bank = self._place_batch(x, y)
+        upcoming, self._upcoming = self._upcoming, None
         self.s.configure_signrge(seed=self.seed, step0=st.step, n_samples=B, queries=self.cfg.queries,
-                                 mu=self.cfg.mu, alpha=self.golden.phase_lr(st, epoch), kind=self.cfg.perturbation)
-        r = self.s.run_steps(1)
+                                 mu=self.cfg.mu, alpha=self.golden.phase_lr(st, epoch), kind=self.cfg.perturbation,
+                                 **({"bank": bank} if self.double_buffered else {}))
+        self.s.start_steps(1)
+        if upcoming is not None:                 # batch k+1 into the idle bank while step k runs
+            key = self._key(*upcoming)
+            if self._held[1 - bank] != key:
+                self._held[1 - bank] = None
+                self.s.load_batch(*upcoming, next_bank=True)
+                self._held[1 - bank] = key
+                if self.s.board.status().busy:
+                    self.overlapped += 1
+                else:
+                    self.serial_after += 1
+        r = self.s.finish()
         new = self.s.read_params()
         self._on_board = new
         st.theta = new

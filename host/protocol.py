@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ttzo.golden.protocol_spec import (  # noqa: F401  (re-exported: the whole protocol is P.*)
     VERSION, END, ESC, ESC_END, ESC_ESC, HEADER, HEADER_SIZE, CRC_SIZE, MIN_FRAME, REPLY_BIT, CRC_INIT, Cmd,
     Status, Region, Op, RUN_COMMANDS, ALLOWED_WHEN_BUSY, REGION_FLAG_WRITABLE, REGION_FLAG_READABLE,
+    REGION_FLAG_BUSY_WRITABLE, accepted_while_busy,
     CAP_INFERENCE, CAP_STEPS, CAP_UART, CAP_STREAM, CAP_PINN, WRITE_HDR, READ_REQ, REG_FIRST, REG_RANGE, RUN_REQ,
     STATUS_REPLY, FORMAT_FIELDS, ProtocolError, crc16, RegionInfo, Identify, formats_of, _region_name,
 )

@@ -16,6 +16,10 @@ Regions (ids; protocol_spec.Region for 0-2, this module for the rest):
              (rtl/descriptors.py memory map: header, steps, sine; cores/biases are loaded by the
              trainer's load pass from `params`, so the host never writes them)
   8 log      read-only, 4 words per forward pass: batch loss (48-bit, lo/hi), correct count, 0
+  9 batch_next, 10 labels_next (BoardParams.batch_banks = 2, the MNIST profiles): the bank of the
+             double-buffered input/label memories the trainer does NOT read; write-only, and writable
+             while an operation runs, so the host uploads batch k+1 during step k.  The bank the
+             trainer reads (and batch/labels address) is bit 0 of config register bp.bank_config.
 Configuration registers (CONFIGURE; see CFG_* below) hold the optimizer's integer constants and the
 segment table; result registers (READ_RESULTS; RES_*) the counters and the last unperturbed loss.
 
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from amaranth.hdl import Array, Const, Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -108,17 +112,29 @@ class BoardParams:
     clock_hz: int = 100_000_000
     cfg: FixedConfig = field(default=DEFAULT_CONFIG)
     pinn: "PinnSizes | None" = None  # set: the HJB loss design (PinnLoss around the engine, no batch/labels)
+    batch_banks: int = 1             # 2: double-buffered batch/labels (regions BATCH_NEXT/LABELS_NEXT, CFG bank)
 
     def __post_init__(self) -> None:
         if len(self.name.encode("ascii")) > P.Identify.NAME_BYTES:
             raise ValueError(f"board name {self.name!r} longer than {P.Identify.NAME_BYTES} bytes")
+        if self.batch_banks not in (1, 2) or (self.pinn and self.batch_banks != 1):
+            raise ValueError(f"batch_banks must be 1 or 2 (1 on HJB designs), got {self.batch_banks}")
         if len(self.net.param_sizes()) > self.max_segments:
             raise ValueError(f"{self.net.name}: {len(self.net.param_sizes())} parameter segments exceed "
                              f"max_segments={self.max_segments}")
 
     @property
     def n_config(self) -> int:
-        return CFG_SEGMENTS + self.max_segments + (len(PINN_CFG_NAMES) if self.pinn else 0)
+        return CFG_SEGMENTS + self.max_segments + (len(PINN_CFG_NAMES) if self.pinn else 0) + (self.batch_banks > 1)
+
+    @property
+    def bank_config(self) -> int:
+        """Index of the batch-bank register of a double-buffered design (after the segment table): bit 0
+        selects the bank the trainer reads, which regions BATCH/LABELS address; BATCH_NEXT/LABELS_NEXT
+        address the other one."""
+        if self.batch_banks < 2:
+            raise ValueError(f"design {self.name} has one batch bank (no bank register)")
+        return CFG_SEGMENTS + self.max_segments
 
     @property
     def pinn_config0(self) -> int:
@@ -146,6 +162,10 @@ class BoardParams:
                    P.RegionInfo(P.Region.LABELS, 8, self.max_samples),
                    P.RegionInfo(REGION_PROGRAM, 32, 1 << CFG_ADDR_BITS, P.REGION_FLAG_WRITABLE),
                    P.RegionInfo(REGION_LOG, 32, LOG_WORDS * self.log_depth, ro))
+        if self.batch_banks > 1:     # the idle bank: write-only, writable while an operation runs
+            nxt = P.REGION_FLAG_WRITABLE | P.REGION_FLAG_BUSY_WRITABLE
+            regions += (P.RegionInfo(P.Region.BATCH_NEXT, 8, self.max_samples * net.in_features, nxt),
+                        P.RegionInfo(P.Region.LABELS_NEXT, 8, self.max_samples, nxt))
         caps = P.CAP_INFERENCE | P.CAP_STEPS | (P.CAP_UART if phy == "uart" else P.CAP_STREAM)
         return P.Identify(P.VERSION, caps, self.max_payload, self.clock_hz,
                           self.uart_divisor if phy == "uart" else 0, self.n_config, N_RESULTS, fmts, sine,
@@ -192,14 +212,14 @@ def small_profile() -> BoardParams:
     from ttzo.sim.tb_zo_nets import small_mnist_net
     eng = EngineParams(lanes=4, buf_elems=1024, in_elems=1024, out_elems=64, core_words=512, bias_words=64,
                        max_steps=8, sine_bits=4)
-    return BoardParams("ttzo-small", small_mnist_net(), eng, max_samples=8, n_max=4)
+    return BoardParams("ttzo-small", small_mnist_net(), eng, max_samples=8, n_max=4, batch_banks=2)
 
 
 def mnist_profile(rank: int = 6, batch: int = 64) -> BoardParams:
     """The paper's TT-MLP (784 -> 1024 -> 10) at `rank`, batch 64, N <= 10, 16 lanes."""
     from ttzo.golden.network import mnist_tt
     return BoardParams(f"ttzo-mnist-r{rank}", mnist_tt(rank), EngineParams(lanes=16), max_samples=batch,
-                       n_max=10, log_depth=1024)
+                       n_max=10, log_depth=1024, batch_banks=2)
 
 
 def hjb_small_profile() -> BoardParams:
@@ -264,6 +284,8 @@ def runnable(c, bp: BoardParams) -> Value:
         if k:
             good &= starts[k] > starts[k - 1]
         ok &= (c[CFG_N_SEGMENTS] <= k) | good
+    if bp.batch_banks > 1:
+        ok &= c[bp.bank_config] <= 1
     if bp.pinn:
         pz, c0 = bp.pinn, bp.pinn_config0
         for k, hi in enumerate((pz.max_nodes, pz.max_points, pz.max_dim)):
@@ -347,7 +369,7 @@ class BoardTop(wiring.Component):
         tr = ZoTrainer(TTEngine(bp.engine), n_params=net.n_params, n_inputs=net.in_features,
                        classes=net.out_features, max_samples=bp.max_samples, n_max=bp.n_max,
                        max_segments=bp.max_segments, log_depth=bp.log_depth, weight=cfg.weight, bias=cfg.bias,
-                       act=cfg.act, loss=cfg.loss, x_fmt=cfg.input)
+                       act=cfg.act, loss=cfg.loss, x_fmt=cfg.input, input_banks=bp.batch_banks)
         # RESET aborts a running operation: the trainer's and engine's registers return to their
         # initial values; memories (parameters, batch, engine program) keep their contents.
         m.submodules.trainer = ResetInserter(cp.soft_reset)(tr)
@@ -385,21 +407,35 @@ class BoardTop(wiring.Component):
             m.d.comb += cp.results[k].eq(v)
 
         # --- regions: writes through the trainer's host port, reads through extra read ports ---------
+        # Double-buffered batch (bp.batch_banks = 2): the trainer's inputs/labels memories hold word k of
+        # bank b at 2k + b; BATCH/LABELS address the bank the trainer reads (bank register), BATCH_NEXT/
+        # LABELS_NEXT the other one, which the command processor lets the host write while a step runs.
         ports = {r.id: cp.port(r) for r in self.ident.regions}
+        banked = bp.batch_banks > 1
+        bank = c[bp.bank_config][0] if banked else Const(0)
+        addr = {P.Region.PARAMS: lambda a: a}
+        for rid in (P.Region.BATCH, P.Region.LABELS):
+            addr[rid] = (lambda a: Cat(bank, a)) if banked else (lambda a: a)
         targets = {P.Region.PARAMS: HostTarget.PARAMS, P.Region.BATCH: HostTarget.INPUTS,
                    P.Region.LABELS: HostTarget.LABELS}
+        if banked:
+            m.d.comb += tr.input_bank.eq(bank)
+            targets.update({P.Region.BATCH_NEXT: HostTarget.INPUTS, P.Region.LABELS_NEXT: HostTarget.LABELS})
+            for rid in (P.Region.BATCH_NEXT, P.Region.LABELS_NEXT):
+                addr[rid] = lambda a: Cat(~bank, a)
         for rid, target in targets.items():
             port = ports[rid]
             with m.If(port.w_en):
-                m.d.comb += [tr.host_we.eq(1), tr.host_target.eq(target), tr.host_addr.eq(port.w_addr)]
+                m.d.comb += [tr.host_we.eq(1), tr.host_target.eq(target), tr.host_addr.eq(addr[rid](port.w_addr))]
         m.d.comb += tr.host_data.eq(ports[P.Region.PARAMS].w_data.as_signed())  # params are signed codes
-        for rid in (P.Region.BATCH, P.Region.LABELS):
-            with m.If(ports[rid].w_en):
-                m.d.comb += tr.host_data.eq(ports[rid].w_data)                   # pixels, labels unsigned
+        for rid in targets:
+            if rid != P.Region.PARAMS:
+                with m.If(ports[rid].w_en):
+                    m.d.comb += tr.host_data.eq(ports[rid].w_data)               # pixels, labels unsigned
         for rid, mem in ((P.Region.PARAMS, tr.params), (P.Region.BATCH, tr.inputs), (P.Region.LABELS, tr.labels)):
             rp = mem.read_port(transparent_for=())
             width = next(r.width for r in self.ident.regions if r.id == rid)
-            m.d.comb += [rp.addr.eq(ports[rid].r_addr), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
+            m.d.comb += [rp.addr.eq(addr[rid](ports[rid].r_addr)), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
         prog = ports[REGION_PROGRAM]
         m.d.comb += [tr.cfg_addr.eq(prog.w_addr), tr.cfg_data.eq(prog.w_data), tr.cfg_en.eq(prog.w_en)]
         self._log_region(m, ports[REGION_LOG], tr)

@@ -17,7 +17,10 @@ Engine interface (what the integration wires to the compute engines):
   ``op_error`` (0 = fine).  ``idle`` is high while nothing is received, pending, sent or running
   (the virtual board stops advancing simulated time then).  ``soft_reset`` (one-cycle pulse, RESET command) must abort the
   operation and clear results and op_error.  While ``op_busy`` the processor refuses everything
-  but IDENTIFY, STATUS, READ_RESULTS and RESET (Status.BUSY), so memories are the engine's.
+  but IDENTIFY, STATUS, READ_RESULTS and RESET (Status.BUSY), so memories are the engine's; the
+  one exception is WRITE_REGION to a region flagged ``REGION_FLAG_BUSY_WRITABLE`` (the idle bank of
+  a double-buffered batch: the host uploads the next batch while a step runs; the integration
+  guarantees the engine does not read what such a region writes), protocol_spec.accepted_while_busy.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
@@ -128,12 +131,13 @@ class CommandProcessor(wiring.Component):
         hit = Signal()
         sel = Signal(range(max(2, len(regions))))
         sel_writable = Signal()
+        sel_busy_wr = Signal()        # region flagged writable while an operation runs
         sel_mask = Signal(2)          # word bytes - 1
         sel_shift = Signal(2)         # log2 word bytes
         sel_size = Signal(32)
         for k, r in reversed(list(enumerate(regions))):
             with m.If(rid == r.id):
-                m.d.comb += [hit.eq(1), sel.eq(k), sel_writable.eq(r.writable),
+                m.d.comb += [hit.eq(1), sel.eq(k), sel_writable.eq(r.writable), sel_busy_wr.eq(r.busy_writable),
                              sel_mask.eq(r.word_bytes - 1), sel_shift.eq(r.word_bytes.bit_length() - 1),
                              sel_size.eq(r.size)]
         dlen = Signal(16)
@@ -148,6 +152,8 @@ class CommandProcessor(wiring.Component):
         for c in P.ALLOWED_WHEN_BUSY:
             allowed_busy = allowed_busy | (h_cmd == c)
         busy = self.op_busy | self.op_start
+        # WRITE_REGION with a whole write header to a region flagged writable while busy
+        busy_write = (h_cmd == P.Cmd.WRITE_REGION) & (plen >= P.WRITE_HDR.size) & hit & sel_busy_wr
 
         st = Signal(8)
         act = Signal(3)
@@ -164,7 +170,7 @@ class CommandProcessor(wiring.Component):
             m.d.comb += st.eq(S.COMMAND)
         with m.Elif(is_run & last_valid & (last_seq == h_seq) & (last_cmd == h_cmd)):
             m.d.comb += st.eq(last_st)                      # retransmitted RUN: answer, do not run again
-        with m.Elif(busy & ~allowed_busy):
+        with m.Elif(busy & ~allowed_busy & ~busy_write):
             m.d.comb += st.eq(S.BUSY)
         with m.Else():
             with m.Switch(h_cmd):
@@ -328,7 +334,8 @@ class CommandProcessor(wiring.Component):
             # (CONFIGURE): one byte every two cycles (address, then data).
             with m.State("COPY_ADDR"):
                 m.d.comb += br.addr.eq(j)
-                with m.If(n == 0):
+                with m.If(n == 0):                   # nothing (left) to copy: an empty WRITE or CONFIGURE
+                    m.d.sync += j.eq(0)
                     m.next = "REPLY_ADDR"
                 with m.Else():
                     m.next = "COPY_DATA"

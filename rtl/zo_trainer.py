@@ -46,8 +46,8 @@ batch through the engine into the loss unit.  When ``engine`` is a loss source i
 points), a forward pass is ``start`` -> fall of ``busy`` and the batch loss is its ``loss_sum``; the
 inputs/labels memories and the loss unit are not built, and ``correct`` is logged as 0.
 """
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ttzo.golden.fixed import QFormat
@@ -55,11 +55,12 @@ from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.golden.prng import MAX_QUERY
 from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC, SR_QUERY
 
+from .banked_memory import BankedMemory
 from .descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT
 from .loss_unit import LossUnit
 from .tt_engine import CFG_ADDR_BITS
 from .perturb import Mode, Perturber, XiKind
-from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32
+from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32, xorshift32_value
 from .zo_update import CgeUpdate, Rounding, SignRgeUpdate
 
 
@@ -89,17 +90,27 @@ def log_layout(sum_bits: int) -> data.StructLayout:
 class ZoTrainer(wiring.Component):
     """Training sequencer + parameter/batch memories + perturber + loss unit + update engine around `engine`."""
 
+    X_FIFO = 8      # words of the FIFO between the batch memory's read pipeline and the engine's input
+
     def __init__(self, engine, *, n_params: int, n_inputs: int, classes: int, max_samples: int, n_max: int = 10,
                  max_segments: int = 16, log_depth: int = 64,
                  weight: QFormat = DEFAULT_CONFIG.weight, bias: QFormat = DEFAULT_CONFIG.bias,
                  act: QFormat = DEFAULT_CONFIG.act, loss: QFormat = DEFAULT_CONFIG.loss,
                  x_fmt: QFormat = DEFAULT_CONFIG.input, params_init=(), inputs_init=(), labels_init=(),
-                 momentum_init=(), stochastic_rounding: bool = False) -> None:
+                 momentum_init=(), stochastic_rounding: bool = False, input_banks: int = 1,
+                 batch_ram_depth: int = 2048) -> None:
         self.engine = engine
         self.n_params, self.n_inputs, self.classes, self.max_samples = n_params, n_inputs, classes, max_samples
         self.n_max, self.max_segments, self.log_depth = n_max, max_segments, log_depth
         self.weight, self.bias, self.act, self.lossf, self.x_fmt = weight, bias, act, loss, x_fmt
         self.stochastic_rounding = stochastic_rounding   # build the run-time input cge_rounding
+        # input_banks=2: the inputs/labels memories hold two batches interleaved (word k of bank b at
+        # address 2k + b); forward passes read bank ``input_bank``, and host writes to INPUTS/LABELS are
+        # taken while busy too: the caller (rtl/board_top.py) addresses them to the other bank only.
+        if input_banks not in (1, 2):
+            raise ValueError(f"input_banks must be 1 or 2, got {input_banks}")
+        self.input_banks = input_banks
+        self.batch_ram_depth = batch_ram_depth   # words per block-RAM bank of `inputs` (2048 x 9: one DP16KD)
         self.width = max(weight.bits, bias.bits)
         self.addr_bits = max(1, (n_params - 1).bit_length())
         self.batch_bits = 16
@@ -107,7 +118,7 @@ class ZoTrainer(wiring.Component):
         self.pinn = bool(getattr(engine, "loss_source", False))   # the engine computes the batch loss itself
         if self.pinn:
             self.sum_bits = engine.sum_bits
-        self.host_addr_bits = max(self.addr_bits, (max_samples * n_inputs - 1).bit_length())
+        self.host_addr_bits = max(self.addr_bits, (input_banks * max_samples * n_inputs - 1).bit_length())
         super().__init__({
             # control registers
             "start": In(1), "busy": Out(1), "done": Out(1),
@@ -118,6 +129,7 @@ class ZoTrainer(wiring.Component):
             "m_code": In(range((1 << M_FRAC) + 1)), "k_code_w": In(unsigned(K_BITS)), "k_shift_w": In(range(64)),
             "k_code_b": In(unsigned(K_BITS)), "k_shift_b": In(range(64)), "cge_threshold": In(unsigned(33)),
             **({"cge_rounding": In(Rounding)} if stochastic_rounding else {}),
+            **({"input_bank": In(1)} if input_banks > 1 else {}),
             # segment table (flat start, is_bias) and the host write port of the memories
             "seg_we": In(1), "seg_addr": In(range(max_segments)), "seg_start": In(unsigned(self.addr_bits)),
             "seg_bias": In(1), "n_segments": In(range(max_segments + 1)),
@@ -132,9 +144,11 @@ class ZoTrainer(wiring.Component):
         })
         self.params = memory.Memory(shape=signed(self.width), depth=n_params, init=[int(v) for v in params_init])
         if not self.pinn:   # a loss source holds its own batch (e.g. collocation points)
-            self.inputs = memory.Memory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
-                                        depth=max_samples * n_inputs, init=[int(v) for v in inputs_init])
-            self.labels = memory.Memory(shape=range(classes), depth=max_samples, init=[int(v) for v in labels_init])
+            # one memory per block RAM, read through registers (timing: rtl/banked_memory.py)
+            self.inputs = BankedMemory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
+                                       depth=input_banks * max_samples * n_inputs, bank_depth=batch_ram_depth,
+                                       init=inputs_init)
+            self.labels = memory.Memory(shape=range(classes), depth=input_banks * max_samples, init=[int(v) for v in labels_init])
         self.momentum = memory.Memory(shape=signed(B_BITS), depth=n_params, init=[int(v) for v in momentum_init])
         self.log = memory.Memory(shape=log_layout(self.sum_bits), depth=log_depth, init=[])
 
@@ -168,7 +182,14 @@ class ZoTrainer(wiring.Component):
                      cge.n_segments.eq(self.n_segments)]
 
         # --- parameter memory: comb read for the perturber, sync read + write for the updates -----
-        host = self.host_we & ~self.busy
+        # The host's writes are registered before they reach the memories (timing: the command
+        # processor's port -> region mux -> target decode -> the write enables of every block RAM);
+        # a write lands one cycle later, still long before any read of it.
+        hq = Signal(data.StructLayout({"we": 1, "idle": 1, "target": 2, "addr": unsigned(self.host_addr_bits),
+                                       "data": signed(max(self.width, B_BITS, 16))}))
+        m.d.sync += [hq.we.eq(self.host_we), hq.idle.eq(~self.busy), hq.target.eq(self.host_target),
+                     hq.addr.eq(self.host_addr), hq.data.eq(self.host_data)]
+        host = hq.we & hq.idle
         # Every read port is synchronous (block RAM, and no simulator-dependent behaviour of
         # asynchronous reads of memories written later); readers present the *next* address.
         p_seq = self.params.read_port()
@@ -179,8 +200,8 @@ class ZoTrainer(wiring.Component):
         m.d.comb += [pert.theta_in.payload.eq(p_seq.data), pert.theta_in.valid.eq(ld_en), pert.theta_out.ready.eq(1),
                      p_rd.addr.eq(Mux(is_cge, cge.rd_addr, upd.rd_addr)),
                      upd.rd_data.eq(p_rd.data), cge.rd_data.eq(p_rd.data)]
-        with m.If(host & (self.host_target == HostTarget.PARAMS)):
-            m.d.comb += [p_wr.addr.eq(self.host_addr), p_wr.data.eq(self.host_data), p_wr.en.eq(1)]
+        with m.If(host & (hq.target == HostTarget.PARAMS)):
+            m.d.comb += [p_wr.addr.eq(hq.addr), p_wr.data.eq(hq.data), p_wr.en.eq(1)]
         with m.Elif(is_cge):
             m.d.comb += [p_wr.addr.eq(cge.wr_addr), p_wr.data.eq(cge.wr_data), p_wr.en.eq(cge.wr_en)]
         with m.Else():
@@ -207,34 +228,62 @@ class ZoTrainer(wiring.Component):
         if self.pinn:       # the loss source streams its own batch
             src_idx, sending, lab_restart, feeding = Signal(32), Signal(), Signal(), Signal()
         else:
-            x_rd = self.inputs.read_port()
+            banked = self.input_banks > 1
+            host_x = hq.we if banked else host     # banked: the idle bank is written while busy
+            x_rd = self.inputs.pipelined_read_port()
             x_wr = self.inputs.write_port()
-            m.d.comb += [x_wr.addr.eq(self.host_addr), x_wr.data.eq(self.host_data),
-                         x_wr.en.eq(host & (self.host_target == HostTarget.INPUTS))]
+            m.d.comb += [x_wr.addr.eq(hq.addr), x_wr.data.eq(hq.data),
+                         x_wr.en.eq(host_x & (hq.target == HostTarget.INPUTS))]
             l_rd = self.labels.read_port()
             l_wr = self.labels.write_port()
-            m.d.comb += [l_wr.addr.eq(self.host_addr), l_wr.data.eq(self.host_data),
-                         l_wr.en.eq(host & (self.host_target == HostTarget.LABELS))]
-            total_in = Signal(32)
-            m.d.comb += total_in.eq(self.n_samples * self.n_inputs)
-            src_idx = Signal(32)
+            m.d.comb += [l_wr.addr.eq(hq.addr), l_wr.data.eq(hq.data),
+                         l_wr.en.eq(host_x & (hq.target == HostTarget.LABELS))]
+            # The batch streams to the engine through a small FIFO: reads are issued while the FIFO
+            # plus the read pipeline (BankedMemory.LATENCY cycles) hold fewer than X_FIFO words, so no
+            # control signal depends on the engine's `ready`, which only pops the FIFO (timing).
+            total_in = Signal(range(self.max_samples * self.n_inputs + 1))
+            m.d.sync += total_in.eq(self.n_samples * self.n_inputs)    # n_samples is constant while busy
+            src_idx = Signal(range(self.max_samples * self.n_inputs + 1))
+            src_more = Signal()          # src_idx != total_in, kept a cycle ahead
             sending = Signal()
-            can_adv = ~eng.i.valid | eng.i.ready
-            m.d.comb += [x_rd.addr.eq(src_idx), x_rd.en.eq(can_adv), eng.i.payload.eq(x_rd.data)]
-            with m.If(can_adv):
-                m.d.sync += eng.i.valid.eq(sending & (src_idx != total_in))
-                with m.If(sending & (src_idx != total_in)):
-                    m.d.sync += src_idx.eq(src_idx + 1)
-            m.d.comb += [lossu.logits.payload.eq(eng.o.payload), lossu.logits.valid.eq(eng.o.valid),
-                         eng.o.ready.eq(lossu.logits.ready), lossu.result.ready.eq(1), eng.batch.eq(self.n_samples)]
+            m.submodules.x_fifo = x_fifo = fifo.SyncFIFO(width=len(x_rd.data), depth=self.X_FIFO)
+            x_owed = Signal(range(self.X_FIFO + 1))     # words in the FIFO or in flight
+            x_issue = Signal()
+            x_flight = Signal(BankedMemory.LATENCY)     # valid bits of the read pipeline
+            m.d.comb += [x_issue.eq(sending & src_more & (x_owed != self.X_FIFO)),
+                         x_rd.addr.eq((src_idx << 1) | self.input_bank if banked else src_idx),
+                         x_fifo.w_en.eq(x_flight[-1]), x_fifo.w_data.eq(x_rd.data),
+                         eng.i.valid.eq(x_fifo.r_rdy), eng.i.payload.eq(x_fifo.r_data.as_signed()),
+                         x_fifo.r_en.eq(eng.i.ready)]
+            m.d.sync += [x_flight.eq(Cat(x_issue, x_flight[:-1])),
+                         x_owed.eq(x_owed + x_issue - (x_fifo.r_rdy & eng.i.ready))]
+            with m.If(x_issue):
+                m.d.sync += [src_idx.eq(src_idx + 1), src_more.eq(src_idx + 1 != total_in)]
+            # logits pass through one register (timing: the engine's output block RAM would otherwise
+            # feed the loss unit's running max compare directly)
+            o_q = Signal.like(eng.o.payload)
+            o_v = Signal()
+            with m.If(eng.o.ready):
+                m.d.sync += [o_v.eq(eng.o.valid), o_q.eq(eng.o.payload)]
+            m.d.comb += [lossu.logits.payload.eq(o_q), lossu.logits.valid.eq(o_v),
+                         eng.o.ready.eq(~o_v | lossu.logits.ready), lossu.result.ready.eq(1),
+                         eng.batch.eq(self.n_samples)]
+            # label lab_idx is read from its register address (timing: no path from the loss unit's
+            # `ready` into the read address); it is offered one cycle after lab_idx changes (lab_ok),
+            # while lab_idx < n_samples (lab_more, registered)
             lab_idx = Signal(range(self.max_samples + 1))
-            lab_next = Signal.like(lab_idx)
+            lab_ok = Signal()
+            lab_more = Signal()
             lab_restart = Signal()
             feeding = Signal()  # labels flow only while a forward pass runs
-            m.d.comb += [lossu.label.payload.eq(l_rd.data), lossu.label.valid.eq(feeding & (lab_idx < self.n_samples)),
-                         lab_next.eq(Mux(lab_restart, 0, Mux(lossu.label.valid & lossu.label.ready, lab_idx + 1, lab_idx))),
-                         l_rd.addr.eq(lab_next)]
-            m.d.sync += lab_idx.eq(lab_next)
+            m.d.comb += [lossu.label.payload.eq(l_rd.data), lossu.label.valid.eq(feeding & lab_ok & lab_more),
+                         l_rd.addr.eq((lab_idx << 1) | self.input_bank if banked else lab_idx)]
+            with m.If(lab_restart):
+                m.d.sync += [lab_idx.eq(0), lab_ok.eq(0), lab_more.eq(self.n_samples != 0)]
+            with m.Elif(lossu.label.valid & lossu.label.ready):
+                m.d.sync += [lab_idx.eq(lab_idx + 1), lab_ok.eq(0), lab_more.eq(lab_idx + 1 < self.n_samples)]
+            with m.Else():
+                m.d.sync += lab_ok.eq(1)
 
         # --- engine configuration bus: host while idle, the load pass while training -------------------
         # The load pass's writes are registered (timing: the master parameter read, the perturbation
@@ -264,22 +313,26 @@ class ZoTrainer(wiring.Component):
         g = Signal(signed(self.sum_bits + 1))
         walk_rd = Signal()
         m.d.comb += [b_rd.addr.eq(Mux(walk_rd, p, cge.rd_addr)), cge.b_data.eq(b_rd.data)]
+        p_end = Signal()     # p == n_params, registered with p (timing: the FSM's next-state logic)
         walk_wr = Signal()
-        # momentum_next(b, g, m_code) in three registered stages (timing): b, the two halves of
-        # m_code * b, the rounded sum + g; then saturate into the write.  Bit-identical: b = lo + hi * 2^24.
+        # momentum_next(b, g, m_code) in five registered stages (timing): b, the two halves of
+        # m_code * b, their rounded sum, >> M_FRAC + g, saturation; then the write.  Bit-identical:
+        # b = lo + hi * 2^24.
         b_q = Signal(signed(B_BITS))
         b_lo = Signal(unsigned(24 + M_FRAC + 1))
         b_hi = Signal(signed(B_BITS - 24 + M_FRAC + 2))
-        b_v = Signal(signed(max(B_BITS + M_FRAC + 3, len(g) + 2)))
+        b_s = Signal(signed(B_BITS + M_FRAC + 3))
+        b_v = Signal(signed(max(B_BITS + 3, len(g) + 2)))
         b_lim = (1 << (B_BITS - 1)) - 1
         b_sat = Signal(signed(B_BITS))
         m_q = Signal.like(self.m_code)
         m.d.sync += [b_q.eq(b_rd.data), m_q.eq(self.m_code),
                      b_lo.eq(m_q * b_q[:24]), b_hi.eq(m_q * b_q[24:].as_signed()),
-                     b_v.eq(((b_lo + (b_hi << 24) + (1 << (M_FRAC - 1))) >> M_FRAC) + g)]
-        m.d.comb += b_sat.eq(Mux(b_v > b_lim, b_lim, Mux(b_v < -b_lim - 1, -b_lim - 1, b_v)))
-        with m.If(host & (self.host_target == HostTarget.MOMENTUM)):
-            m.d.comb += [b_wr.addr.eq(self.host_addr), b_wr.data.eq(self.host_data), b_wr.en.eq(1)]
+                     b_s.eq(b_lo + (b_hi << 24) + (1 << (M_FRAC - 1))),
+                     b_v.eq((b_s >> M_FRAC) + g),
+                     b_sat.eq(Mux(b_v > b_lim, b_lim, Mux(b_v < -b_lim - 1, -b_lim - 1, b_v)))]
+        with m.If(host & (hq.target == HostTarget.MOMENTUM)):
+            m.d.comb += [b_wr.addr.eq(hq.addr), b_wr.data.eq(hq.data), b_wr.en.eq(1)]
         with m.Else():
             m.d.comb += [b_wr.addr.eq(p), b_wr.data.eq(b_sat), b_wr.en.eq(walk_wr)]
 
@@ -301,6 +354,13 @@ class ZoTrainer(wiring.Component):
                      seeder.seed.eq(self.seed), seeder.step.eq(t), seeder.tag.eq(wait != 0),
                      seeder.query.eq(Mux(is_cge, Mux(wait == 0, MAX_QUERY - 1, SR_QUERY), (q - 1)[:QUERY_BITS])),
                      coords.state_in.eq(seeder.state)]
+        # CGE: whether the coordinate stream's current word is below the threshold, registered as the
+        # stream loads or steps (timing: xorshift + 33-bit compare out of the FSM's next-state logic)
+        cw_hit = Signal()
+        with m.If(coords.load):
+            m.d.sync += cw_hit.eq(xorshift32_value(coords.state_in) < self.cge_threshold)
+        with m.Elif(coords.next):
+            m.d.sync += cw_hit.eq(xorshift32_value(coords.word) < self.cge_threshold)
         # CGE: the seeder's second request of the step (tag 1) is the stochastic rounding stream's seed
         with m.If(seeder.out_valid & seeder.out_tag[0]):
             m.d.sync += sr_state.eq(seeder.state)
@@ -320,24 +380,39 @@ class ZoTrainer(wiring.Component):
 
         # load pass state
         k = Signal(range(self.max_segments + 1))
+        all_done = Signal()      # steps_done == k_steps, registered with steps_done (timing)
         core_ofs = Signal(REGION_SHIFT)
         bias_ofs = Signal(REGION_SHIFT)
-        seg_end = Signal(unsigned(self.addr_bits + 1))
-        m.d.comb += seg_end.eq(Mux(k + 1 < self.n_segments, seg_start[(k + 1)[:max(1, (self.max_segments - 1).bit_length())]],
-                                   self.n_params))
-        m.d.comb += p_seq.addr.eq(Mux(load_open, seg_start[k[:max(1, (self.max_segments - 1).bit_length())]],
-                                      pert.index + 1))
-        m.d.comb += ld_addr.eq(Mux(seg_bias[k], (REGION_BIASES << REGION_SHIFT) | bias_ofs,
+        # the open segment's last flat index and whether it is the last segment: registered from k
+        # (timing), valid from L_STREAM on since k changes only in the cycle before L_OPEN
+        # (k1 = k + 1; open_start = the start of the segment L_OPEN opens, i.e. of segment 0 after LOAD)
+        sb = max(1, (self.max_segments - 1).bit_length())
+        k1 = Signal(range(self.max_segments + 2))
+        seg_last = Signal(unsigned(self.addr_bits + 1))
+        k_last = Signal()
+        open_start = Signal(unsigned(self.addr_bits))
+        loading = Signal()
+        m.d.sync += [seg_last.eq(Mux(k1 < self.n_segments, seg_start[k1[:sb]], self.n_params) - 1),
+                     k_last.eq(k1 == self.n_segments),
+                     open_start.eq(Mux(loading, seg_start[0], seg_start[k1[:sb]]))]
+        m.d.comb += p_seq.addr.eq(Mux(load_open, open_start, pert.index + 1))
+        k_bias = Signal()        # seg_bias[k] of the open segment, registered in L_OPEN (timing)
+        # the perturber's open (state L_OPEN) and the stream's valid (state L_STREAM) come from
+        # registers set with the state (timing: not from the FSM's state decode)
+        open_q = Signal()
+        stream_q = Signal()
+        m.d.comb += [pert.open.eq(open_q), pert.segment.eq(k), load_open.eq(open_q), ld_en.eq(stream_q)]
+        m.d.comb += ld_addr.eq(Mux(k_bias, (REGION_BIASES << REGION_SHIFT) | bias_ofs,
                                    (REGION_CORES << REGION_SHIFT) | core_ofs))
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [t.eq(self.step0), self.steps_done.eq(0), self.forwards.eq(0), self.cycles.eq(0),
-                                 self.done.eq(0), self.busy.eq(1)]
+                                 self.done.eq(0), self.busy.eq(1), all_done.eq(self.k_steps == 0)]
                     m.next = "STEP"
             with m.State("STEP"):
-                with m.If(self.steps_done == self.k_steps):
+                with m.If(all_done):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
@@ -345,23 +420,24 @@ class ZoTrainer(wiring.Component):
                     m.next = "LOAD"
             # load pass: master parameters -> perturber -> engine core/bias memories
             with m.State("LOAD"):
-                m.d.sync += [k.eq(0), core_ofs.eq(0), bias_ofs.eq(0)]
+                m.d.sync += [k.eq(0), k1.eq(1), core_ofs.eq(0), bias_ofs.eq(0), open_q.eq(1)]
+                m.d.comb += loading.eq(1)
                 m.next = "L_OPEN"
-            with m.State("L_OPEN"):
-                m.d.comb += [pert.open.eq(1), pert.segment.eq(k), load_open.eq(1)]
+            with m.State("L_OPEN"):       # open_q is high
+                m.d.sync += [k_bias.eq(seg_bias[k]), open_q.eq(0), stream_q.eq(1)]
                 m.next = "L_STREAM"
-            with m.State("L_STREAM"):
-                m.d.comb += [pert.segment.eq(k), ld_en.eq(1)]
-                with m.If(seg_bias[k]):
+            with m.State("L_STREAM"):     # stream_q is high
+                with m.If(k_bias):
                     m.d.sync += bias_ofs.eq(bias_ofs + 1)
                 with m.Else():
                     m.d.sync += core_ofs.eq(core_ofs + 1)
-                with m.If(pert.index + 1 == seg_end):
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k + 1 == self.n_segments):
+                with m.If(pert.index == seg_last):
+                    m.d.sync += [k.eq(k + 1), k1.eq(k1 + 1), stream_q.eq(0)]
+                    with m.If(k_last):
                         m.d.sync += drain.eq(0)
                         m.next = "L_DRAIN"
                     with m.Else():
+                        m.d.sync += open_q.eq(1)
                         m.next = "L_OPEN"
             with m.State("L_DRAIN"):      # the last codes leave the perturber's pipeline
                 m.d.sync += drain.eq(drain + 1)
@@ -373,7 +449,7 @@ class ZoTrainer(wiring.Component):
                 else:
                     m.d.comb += [lossu.clear.eq(1), eng.start.eq(1)]
                     m.d.comb += lab_restart.eq(1)
-                    m.d.sync += [src_idx.eq(0), sending.eq(1), eng.i.valid.eq(0)]
+                    m.d.sync += [src_idx.eq(0), src_more.eq(total_in != 0), sending.eq(1)]
                 m.next = "FWD_WAIT"
             with m.State("FWD_WAIT"):
                 m.d.comb += feeding.eq(1)
@@ -387,7 +463,7 @@ class ZoTrainer(wiring.Component):
                 m.d.sync += [self.forwards.eq(self.forwards + 1), wait.eq(0)]
                 with m.If(q == 0):
                     m.d.sync += [l0.eq(loss_now), self.last_l0.eq(loss_now), self.last_correct.eq(correct_now),
-                                 q.eq(1), p.eq(0)]
+                                 q.eq(1), p.eq(0), p_end.eq(self.n_params == 0)]
                 with m.If(is_cge):
                     with m.If(q == 0):
                         m.next = "CW_SEED"
@@ -431,9 +507,9 @@ class ZoTrainer(wiring.Component):
                     m.d.comb += coords.load.eq(1)
                     m.next = "CW_TEST"
             with m.State("CW_TEST"):
-                with m.If(p == self.n_params):
+                with m.If(p_end):
                     m.next = "CGE_UPDATE"
-                with m.Elif(coords.word < self.cge_threshold):
+                with m.Elif(cw_hit):
                     m.d.sync += fwd_mode.eq(Mode.COORD)
                     m.next = "LOAD"
                 with m.Else():
@@ -447,13 +523,19 @@ class ZoTrainer(wiring.Component):
                 m.next = "CW_MOM_P"
             with m.State("CW_MOM_P"):     # m_code * b_p in two halves
                 m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_S"
+            with m.State("CW_MOM_S"):     # their sum + the rounding half
+                m.d.comb += walk_rd.eq(1)
                 m.next = "CW_MOM_V"
-            with m.State("CW_MOM_V"):     # round, + g_p
+            with m.State("CW_MOM_V"):     # >> M_FRAC, + g_p
+                m.d.comb += walk_rd.eq(1)
+                m.next = "CW_MOM_T"
+            with m.State("CW_MOM_T"):     # saturate
                 m.d.comb += walk_rd.eq(1)
                 m.next = "CW_MOM_WR"
             with m.State("CW_MOM_WR"):    # b_p <- sat(round(m * b_p) + g_p); next coordinate
                 m.d.comb += [walk_rd.eq(1), walk_wr.eq(1), coords.next.eq(1)]
-                m.d.sync += p.eq(p + 1)
+                m.d.sync += [p.eq(p + 1), p_end.eq(p + 1 == self.n_params)]
                 m.next = "CW_TEST"
             with m.State("CGE_UPDATE"):
                 m.d.comb += cge.start.eq(1)
@@ -463,6 +545,7 @@ class ZoTrainer(wiring.Component):
                     m.d.sync += [self.changed.eq(cge.changed)]
                     m.next = "STEP_END"
             with m.State("STEP_END"):
-                m.d.sync += [t.eq(t + 1), self.steps_done.eq(self.steps_done + 1)]
+                m.d.sync += [t.eq(t + 1), self.steps_done.eq(self.steps_done + 1),
+                             all_done.eq(self.steps_done + 1 == self.k_steps)]
                 m.next = "STEP"
         return m

@@ -140,13 +140,17 @@ class SignRgeUpdate(wiring.Component):
             g = h0[i] + h1[i] - 510                  # golden gaussian: b0 + b1 + b2 + b3 - 510
             x = Mux(self.kind == XiKind.GAUSSIAN, g, Mux(neg2[i], -1, 1))
             m.d.sync += x3[i].eq(Mux(i < self.n_queries, x, 0))
-        # stage 4: partial products chunk_c(d_i) * x_i (each fits one 18 x 18 multiplier)
+        # stage 4: partial products chunk_c(d_i) * x_i (each fits one 18 x 18 multiplier).  The d_i
+        # (constant during a pass, set before start; the PRNG bank's seeding takes > N cycles) are
+        # registered here, beside the multipliers (timing: the caller's registers may be far away).
+        d_q = [Signal(signed(self.diff_bits), name=f"d_q{i}") for i in range(n)]
+        m.d.sync += [d_q[i].eq(self.d[i]) for i in range(n)]
         chunks = _chunks(self.diff_bits)
         sums = []
         for c, (lo, hi) in enumerate(chunks):
             terms = []
             for i in range(n):
-                part = self.d[i].as_unsigned()[lo:hi]
+                part = d_q[i].as_unsigned()[lo:hi]
                 part = part.as_signed() if hi == self.diff_bits else part   # the top chunk carries the sign
                 pp = Signal(signed(len(part) + 1 + 11), name=f"pp4_{c}_{i}")
                 m.d.sync += pp.eq(part * x3[i])
@@ -224,11 +228,12 @@ class SignRgeUpdate(wiring.Component):
             with m.State("SEED"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(bank.ready):
+                    m.d.sync += running.eq(self.n_params != 0)
                     m.next = "PASS"
-            with m.State("PASS"):
-                m.d.comb += [self.busy.eq(1), running.eq(p < self.n_params), bank.next.eq(running)]
+            with m.State("PASS"):   # running (p < n_params) is a register, computed a cycle ahead (timing)
+                m.d.comb += [self.busy.eq(1), bank.next.eq(running)]
                 with m.If(running):
-                    m.d.sync += [p.eq(p + 1), cur.step(p + 1)]
+                    m.d.sync += [p.eq(p + 1), cur.step(p + 1), running.eq(p + 1 < self.n_params)]
                 with m.Elif(~in_flight):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
@@ -418,12 +423,12 @@ class CgeUpdate(wiring.Component):
                 with m.If(self.start):
                     m.d.comb += sr.load.eq(1)
                     m.d.sync += [p.eq(0), self.done.eq(0), self.changed.eq(0), cur.reset(),
-                                 sr_on.eq(self.rounding == Rounding.STOCHASTIC)]
+                                 sr_on.eq(self.rounding == Rounding.STOCHASTIC), running.eq(self.n_params != 0)]
                     m.next = "PASS"
-            with m.State("PASS"):
-                m.d.comb += [self.busy.eq(1), running.eq(p < self.n_params)]
+            with m.State("PASS"):   # running (p < n_params) is a register, computed a cycle ahead (timing)
+                m.d.comb += self.busy.eq(1)
                 with m.If(running):
-                    m.d.sync += [p.eq(p + 1), cur.step(p + 1)]
+                    m.d.sync += [p.eq(p + 1), cur.step(p + 1), running.eq(p + 1 < self.n_params)]
                 with m.Elif(~in_flight):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"

@@ -84,6 +84,8 @@ def config_problems(bp, regs: list[int]) -> list[str]:
                 out.append(f"segment {k} starts at {starts[k]}, not after segment {k - 1} ({starts[k - 1]})")
         if starts[-1] >= bp.net.n_params:
             out.append(f"segment {n_seg - 1} starts at {starts[-1]}, past the {bp.net.n_params} parameters")
+    if bp.batch_banks > 1:     # double-buffered batch: the bank register selects bank 0 or 1
+        field("batch_bank", bp.bank_config, 0, 1)
     if bp.pinn:     # PINN designs: the loss block's sizes (docs/board.md, "PINN designs")
         for k, (name, hi) in enumerate(zip(T.PINN_CFG_NAMES, (bp.pinn.max_nodes, bp.pinn.max_points,
                                                                 bp.pinn.max_dim))):

@@ -131,7 +131,7 @@ class LinkModel:
             st, data = P.Status.COMMAND, b""
         elif cmd in P.RUN_COMMANDS and self.last is not None and self.last[:2] == (seq, cmd):
             st, data = P.Status(self.last[2]), b""        # retransmission: answer, do not run again
-        elif self.busy and cmd not in P.ALLOWED_WHEN_BUSY:
+        elif self.busy and not P.accepted_while_busy(cmd, payload, self.ident):
             st, data = P.Status.BUSY, b""
         else:
             st, data = self._execute(P.Cmd(cmd), payload)

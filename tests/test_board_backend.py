@@ -19,6 +19,13 @@ class FakeBoard:
     def __init__(self, info: P.Identify) -> None:
         self.info, self.url = info, "fake://"
         self.writes: list[tuple[int, int, bytes]] = []
+        self.config = [0] * info.n_config
+
+    def read_config(self, first: int = 0, count: int | None = None) -> list[int]:
+        return self.config[first:first + (count or len(self.config))]
+
+    def configure(self, first: int, values) -> None:
+        self.config[first:first + len(values)] = list(values)
 
     def write_region(self, rid: int, data: bytes, offset: int = 0) -> None:
         r = self.info.region(rid)
@@ -37,7 +44,12 @@ def test_identify_record_round_trips(phy: str) -> None:
     assert not ident.region(T.REGION_LOG).writable
     caps = ident.to_dict()["capabilities"]
     assert {"inference", "steps", phy if phy == "uart" else "stream"} <= set(caps)
-    assert ident.n_config == T.CFG_SEGMENTS + bp.max_segments and ident.n_results == T.N_RESULTS
+    assert ident.n_config == T.CFG_SEGMENTS + bp.max_segments + 1 and ident.n_results == T.N_RESULTS
+    assert bp.bank_config == ident.n_config - 1                     # the batch-bank register comes last
+    nxt = [ident.region(P.Region.BATCH_NEXT), ident.region(P.Region.LABELS_NEXT)]
+    assert [r.size for r in nxt] == [ident.region(P.Region.BATCH).size, ident.region(P.Region.LABELS).size]
+    assert all(r.writable and r.busy_writable and not r.flags & P.REGION_FLAG_READABLE for r in nxt)
+    assert not any(r.busy_writable for r in ident.regions if r not in nxt)
 
 
 def test_profiles_by_name() -> None:
@@ -118,3 +130,52 @@ def test_run_result_decodes_signed_48_bit_loss() -> None:
     r[T.RES_CYCLES_LO], r[T.RES_CYCLES_HI] = 5, 1
     res = RunResult.of(r)
     assert res.loss0 == -2 and res.cycles == (1 << 32) + 5
+
+
+def test_double_buffered_session_addresses_the_banks() -> None:
+    """BATCH/LABELS go to the bank the trainer reads, BATCH_NEXT/LABELS_NEXT to the other; the bank is a
+    configuration register the session keeps in every register file it writes."""
+    bp = T.small_profile()
+    fb = FakeBoard(bp.identify())
+    fb.config[bp.bank_config] = 1                       # the board was left on bank 1: the session reads it
+    s = BoardSession(fb)
+    assert (s.banks, s.bank) == (2, 1)
+    x, y = np.arange(8 * 784).reshape(8, 784) % 256, np.arange(8) % 10
+    s.load_batch(x, y)
+    s.load_batch(x[::-1], y[::-1], next_bank=True)
+    assert [(rid, off) for rid, off, _ in fb.writes] == [(P.Region.BATCH, 0), (P.Region.LABELS, 0),
+                                                         (P.Region.BATCH_NEXT, 0), (P.Region.LABELS_NEXT, 0)]
+    assert fb.writes[2][2] == np.asarray(x[::-1], np.uint8).tobytes()
+    assert s.registers(seed=1, step0=0, n_samples=8)[bp.bank_config] == 1
+    regs = s.configure_signrge(seed=1, step0=0, n_samples=8, bank=0)
+    assert regs[bp.bank_config] == 0 == s.bank == fb.config[bp.bank_config] and len(regs) == bp.n_config
+    s.select_bank(1)
+    assert s.bank == 1 == fb.config[bp.bank_config]
+
+
+def test_session_adapts_to_a_single_bank_bitstream() -> None:
+    """A board built before double buffering (no BATCH_NEXT, one register fewer) still trains: the session
+    writes its register file without the bank register and refuses next-bank uploads."""
+    from dataclasses import replace
+    old = replace(T.small_profile(), batch_banks=1)
+    fb = FakeBoard(old.identify())
+    s = BoardSession(fb)
+    assert s.banks == 1 and s.bp.batch_banks == 1 and len(s.registers(seed=1, step0=0, n_samples=8)) == old.n_config
+    with pytest.raises(BoardError, match="one batch bank"):
+        s.load_batch(np.zeros((8, 784), np.int64), np.zeros(8, np.int64), next_bank=True)
+    st = BoardStepper(s, old.net, OptimConfig(optimizer="signrge"), 0, 8, DEFAULT_CONFIG)
+    st.prefetch(np.zeros((8, 784)), np.zeros(8))
+    assert st._upcoming is None and not st.double_buffered
+
+
+def test_banked_design_refuses_a_bad_bank_register() -> None:
+    """rtl/board_top.runnable and its Python statement (sim/board_fuzz.config_problems) agree: bank 0/1 only."""
+    from ttzo.sim.board_fuzz import config_problems, runnable_in_rtl
+    bp = T.small_profile()
+    good = BoardSession(FakeBoard(bp.identify())).registers(seed=1, step0=0, n_samples=8, queries=2)
+    files = []
+    for v in (0, 1, 2, 0x80000001):
+        regs = list(good)
+        regs[bp.bank_config] = v
+        files.append(regs)
+    assert [not config_problems(bp, f) for f in files] == [True, True, False, False] == runnable_in_rtl(bp, files)

@@ -134,7 +134,8 @@ def test_virtual_board_signrge_bit_exact_uart(mnist_dir) -> None:
 def test_train_mnist_through_the_board_equals_golden(mnist_dir, tmp_path) -> None:
     """golden/train.py's loop with the board as its Stepper (what `ttzo train mnist --backend board` runs):
     the paper's TT-MLP at rank 1 on the ttzo-mnist-r1 design, 2 signRGE steps of batch 64 — the final
-    parameters and every metric equal the golden backend's."""
+    parameters and every metric equal the golden backend's; the second batch is uploaded into the idle
+    bank while the first step runs (golden/train.py's lookahead, BoardStepper.prefetch)."""
     from ttzo.golden.optim import OptimConfig
     from ttzo.golden.train import TrainConfig, train_mnist
     from ttzo.host.backend_board import open_board_stepper
@@ -153,6 +154,8 @@ def test_train_mnist_through_the_board_equals_golden(mnist_dir, tmp_path) -> Non
             res = train_mnist(c, progress=False, stepper=stepper)
         finally:
             board.close()
+        # the loop's lookahead: step 1's batch went into the idle bank during step 0 (double-buffered design)
+        assert stepper.double_buffered and stepper.overlapped + stepper.serial_after == 1
     finally:
         stop()
     assert np.array_equal(res.theta, gold.theta)

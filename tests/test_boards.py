@@ -365,8 +365,10 @@ def test_full_design_perf_from_simulated_cycles():
     from ttzo.boards.perf import FULL_R6_STEP_N2_CYCLES, full_design_perf
     pm = full_design_perf(50e6)
     fwd = (FULL_R6_STEP_N2_CYCLES - (3962 + 10 + 10)) / 3       # three forward passes + the update pass (N_max = 10)
-    fwd += 64 * 7 * 8 + 7 + 6      # + 7 pipeline cycles x 8 steps per sample, + the perturber's drain per load pass
+    fwd += 64 * (5 * 8 + 2 * 6) + 7 + 6   # + 5 drain stages x 8 steps and 2 MAC stages x 6 MAC-bound steps per
+    #                                 sample, + the perturber's drain per load pass
     #                                + the loss unit's longer latency on the last sample
+    fwd += 3 + 1                   # + the trainer's banked batch read and logits register (FULL_R6_TRAINER_GLUE_CYCLES)
     upd = 3962 + 10 + 4 + 18       # the pipelined update pass: n_params + N_max + ceil(log2 N_max) + 18
     assert pm.step_cycles == pytest.approx(11 * fwd + upd, abs=6)   # F rounded
     from ttzo.boards import perf
@@ -379,7 +381,7 @@ def test_full_design_perf_from_simulated_cycles():
     assert pm.epoch_compute_seconds == pytest.approx(938 * pm.step_cycles / 50e6)
     assert pm.macs_per_sample / (16 * pm.forward_cycles) == pytest.approx(pm.utilisation)
     # a forward pass of 64 samples is 64 engine samples plus the load pass (~n_params cycles)
-    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 7 * 8) + 2 * 3962
+    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 5 * 8 + 2 * 6) + 2 * 3962
 
 
 @pytest.mark.slow

@@ -39,3 +39,23 @@ def test_host_protocol_reexports_the_spec() -> None:
     for name in public:
         assert getattr(P, name) is getattr(S, name), name
     assert P.Identify is S.Identify and P.Cmd is S.Cmd and P.crc16(b"123456789") == 0x29B1
+
+
+def test_busy_writable_flag_and_rule() -> None:
+    """REGION_FLAG_BUSY_WRITABLE survives the identify record; while busy only the four read/abort
+    commands and WRITE_REGION (whole header) to a flagged region pass the BUSY check."""
+    flags = S.REGION_FLAG_WRITABLE | S.REGION_FLAG_BUSY_WRITABLE
+    ident = S.Identify(formats=((8, 0, False),) * len(S.FORMAT_FIELDS), name="t",
+                       regions=(S.RegionInfo(S.Region.BATCH, 8, 16), S.RegionInfo(S.Region.BATCH_NEXT, 8, 16, flags)))
+    back = S.Identify.decode(ident.encode())
+    assert back == ident and back.region(S.Region.BATCH_NEXT).busy_writable
+    assert not back.region(S.Region.BATCH).busy_writable
+    assert [r.get("writable_while_busy", False) for r in back.to_dict()["regions"]] == [False, True]
+    W = S.WRITE_HDR.pack
+    ok = [(c, b"") for c in S.ALLOWED_WHEN_BUSY] + [(S.Cmd.WRITE_REGION, W(S.Region.BATCH_NEXT, 0) + b"ab"),
+                                                    (S.Cmd.WRITE_REGION, W(S.Region.BATCH_NEXT, 99))]  # range: checked later
+    refused = [(S.Cmd.WRITE_REGION, W(S.Region.BATCH, 0) + b"ab"), (S.Cmd.WRITE_REGION, bytes([S.Region.BATCH_NEXT])),
+               (S.Cmd.WRITE_REGION, W(7, 0) + b"a"), (S.Cmd.READ_REGION, S.READ_REQ.pack(S.Region.BATCH_NEXT, 0, 1)),
+               (S.Cmd.CONFIGURE, S.REG_FIRST.pack(0)), (S.Cmd.RUN_STEPS, S.RUN_REQ.pack(1)), (0x7F, b"")]
+    assert all(S.accepted_while_busy(c, p, ident) for c, p in ok)
+    assert not any(S.accepted_while_busy(c, p, ident) for c, p in refused)

@@ -173,3 +173,95 @@ def test_busy_refusals_and_reset_abort():
     st = P.BoardStatus.decode(f[9].payload)
     assert not st.busy and st.last_op == 0 and st.rx_ok == 1 and st.rx_bad == 0
     assert f[10].status == P.Status.OK and f[10].payload == bytes(4)  # the refused write left memory alone
+
+
+#: IDENT plus the idle bank of a double-buffered batch: BATCH_NEXT, writable while an operation runs.
+BANKED = default_identify(max_payload=128, n_config=4, n_results=4,
+                          regions=IDENT.regions + (P.RegionInfo(P.Region.BATCH_NEXT, 8, 32, P.REGION_FLAG_WRITABLE
+                                                                | P.REGION_FLAG_BUSY_WRITABLE),))
+
+
+def test_busy_writable_region_accepts_writes_while_busy():
+    """While RUN_STEPS runs, WRITE_REGION to the busy-writable region is executed (and range-checked as
+    when idle); every other state change, a read of it and a write with a short header stay BUSY.
+    Statuses equal the reference board's rule (protocol_spec.accepted_while_busy, LinkModel while busy)."""
+    W = P.WRITE_HDR.pack
+    nxt = P.Region.BATCH_NEXT
+    busy_chunks = [
+        req(P.Cmd.WRITE_REGION, W(nxt, 4) + b"abcd", seq=2),                      # OK while busy
+        req(P.Cmd.WRITE_REGION, W(P.Region.BATCH, 0) + b"wxyz", seq=3),           # BUSY: the engine's bank
+        req(P.Cmd.WRITE_REGION, W(nxt, 30) + b"abcd", seq=4),                     # RANGE (past the end)
+        req(P.Cmd.WRITE_REGION, bytes([nxt, 0, 0]), seq=5),                        # BUSY: header incomplete
+        req(P.Cmd.READ_REGION, P.READ_REQ.pack(nxt, 0, 4), seq=6),                # BUSY: reads wait
+        req(P.Cmd.WRITE_REGION, W(P.Region.OUTPUTS, 0) + b"ab", seq=7),           # BUSY (read-only, not flagged)
+        req(P.Cmd.STATUS, seq=8),
+    ]
+    chunks = [req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(100_000), seq=1), *busy_chunks,
+              req(P.Cmd.RESET, seq=9), req(P.Cmd.READ_REGION, P.READ_REQ.pack(nxt, 0, 8), seq=10),
+              req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 0, 4), seq=11)]
+    f = [g[0] for g in (_frames(x) for x in run_design(chunks, BANKED))]
+    S = P.Status
+    assert [x.status for x in f] == [S.OK, S.OK, S.BUSY, S.RANGE, S.BUSY, S.BUSY, S.BUSY, S.OK, S.OK, S.OK, S.OK]
+    assert P.BoardStatus.decode(f[7].payload).busy                 # all of the above happened while busy
+    assert f[9].payload == bytes(4) + b"abcd"                       # the accepted write landed, nothing else
+    assert f[10].payload == bytes(4)
+    model = LinkModel(BANKED)
+    model.busy = True
+    ref = [P.decode_body(P.slip_unescape(x)) for c in busy_chunks[:-1] for x in P.FrameSplitter().feed(model.feed(c))]
+    assert [x.status for x in ref] == [x.status for x in f[1:7]]
+    assert bytes(model.mem[nxt][:8]) == bytes(4) + b"abcd"
+    # the rule itself, on the unchanged designs: nothing but the four commands passes while busy
+    assert not P.accepted_while_busy(P.Cmd.WRITE_REGION, W(nxt, 0) + b"a", IDENT)
+    assert P.accepted_while_busy(P.Cmd.WRITE_REGION, W(nxt, 0), BANKED)
+    assert not P.accepted_while_busy(P.Cmd.READ_REGION, P.READ_REQ.pack(nxt, 0, 1), BANKED)
+
+
+def test_random_requests_while_busy_match_the_rule():
+    """60 random well-formed requests while the stub engine runs: every reply status equals the reference
+    board's while busy (protocol_spec.accepted_while_busy), and the memories equal its memories after."""
+    import random
+    rng = random.Random(11)
+    W = P.WRITE_HDR.pack
+    ids = [r.id for r in BANKED.regions] + [3, 7] + [P.Region.BATCH_NEXT] * 5
+    reqs = []
+    for k in range(60):
+        cmd = rng.choice([P.Cmd.WRITE_REGION] * 4 + [P.Cmd.READ_REGION, P.Cmd.CONFIGURE, P.Cmd.STATUS,
+                                                     P.Cmd.READ_RESULTS, P.Cmd.RUN_INFERENCE])
+        rid = rng.choice(ids)
+        if cmd == P.Cmd.WRITE_REGION:
+            pl = W(rid, rng.randrange(0, 40)) + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 9)))
+            pl = pl[:rng.choice([len(pl)] * 5 + [0, 1, 3])]           # sometimes a short write header
+        elif cmd == P.Cmd.READ_REGION:
+            pl = P.READ_REQ.pack(rid, 0, 4)
+        elif cmd == P.Cmd.CONFIGURE:
+            pl = struct.pack("<HI", 0, 7)
+        elif cmd == P.Cmd.READ_RESULTS:
+            pl = P.REG_RANGE.pack(0, 1)
+        elif cmd == P.Cmd.RUN_INFERENCE:
+            pl = P.RUN_REQ.pack(1)
+        else:
+            pl = b""
+        reqs.append(req(cmd, pl, seq=10 + k))
+    dump = [req(P.Cmd.READ_REGION, P.READ_REQ.pack(r.id, 0, min(r.size, 64)), seq=200 + i)
+            for i, r in enumerate(BANKED.regions)]
+    got = [_frames(x) for x in run_design([req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(100_000), seq=1), *reqs,
+                                           req(P.Cmd.RESET, seq=100), *dump], BANKED)]
+    model = LinkModel(BANKED)
+    model.busy = True
+    want = [P.decode_body(P.slip_unescape(f)) for c in reqs for f in P.FrameSplitter().feed(model.feed(c))]
+    statuses = [g[0].status for g in got[1:1 + len(reqs)]]
+    assert statuses == [w.status for w in want]
+    assert P.Status.OK in statuses and P.Status.BUSY in statuses and P.Status.RANGE in statuses
+    for r, g in zip(BANKED.regions, got[-len(dump):]):
+        assert g[0].payload == bytes(model.mem[r.id][:min(r.size, 64)]), r.name
+
+
+def test_empty_write_and_configure_get_one_short_reply():
+    """A WRITE_REGION with no data bytes and a CONFIGURE with no values are valid no-ops: one 6-byte OK
+    reply each (the reply index used to start past the header, so the reply ran on for 128 KiB)."""
+    chunks = [req(P.Cmd.WRITE_REGION, P.WRITE_HDR.pack(P.Region.BATCH, 32), seq=1),
+              req(P.Cmd.CONFIGURE, P.REG_FIRST.pack(4), seq=2), req(P.Cmd.STATUS, seq=3)]
+    got = run_design(chunks)
+    model = LinkModel(IDENT)
+    assert got == [model.feed(c) for c in chunks]
+    assert [len(_frames(g)) for g in got] == [1, 1, 1] and len(got[0]) < 16

@@ -218,8 +218,11 @@ def _amaranth_run(params: EngineParams, prog, x: np.ndarray, throttle: bool = Fa
     return np.array(outs, dtype=np.int64), cycles[0]
 
 
-@pytest.mark.parametrize("lanes,drains,throttle", [(1, 1, False), (2, 1, True), (4, 1, False), (4, 2, True)])
+@pytest.mark.parametrize("lanes,drains,throttle", [(1, 1, False), (2, 1, True), (4, 1, False), (4, 2, True),
+                                                   (8, 2, False)])
 def test_engine_amaranth_small_net_bit_exact(lanes: int, drains: int, throttle: bool) -> None:
+    """Bit exact against golden.  At P = 4 two steps, at P = 8 all four (n_f = 4, 4, 2, 3), have a
+    partial row group (n_valid < P) with several columns."""
     from dataclasses import replace
     params = replace(SMALL, lanes=lanes, drains=drains)
     net = TTNet((LayerSpec(TTShape.uniform((3, 4), (4, 6), 3), "relu"),

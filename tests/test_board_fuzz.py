@@ -22,11 +22,7 @@ from ttzo.sim import verilator_env
 from ttzo.sim.board_fuzz import BOARD_CATEGORIES, BoardFuzzer, config_problems, refusal_engine, runnable_in_rtl
 from ttzo.sim.link_model import LinkModel
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
+HAVE_VERILATOR = verilator_env.available()
 
 needs_verilator = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
 

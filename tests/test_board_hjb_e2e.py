@@ -28,11 +28,7 @@ from ttzo.sim import verilator_env
 from ttzo.sim.board_fuzz import config_problems, runnable_in_rtl
 from ttzo.sim.pinn_cosim import SMALL_SPEC, golden_signrge, small_case
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
+HAVE_VERILATOR = verilator_env.available()
 
 K, N, SEED, MU, ALPHA = 2, 2, 3, 0.01, 0.001
 BP = T.hjb_small_profile()

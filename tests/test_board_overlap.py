@@ -21,13 +21,7 @@ from ttzo.host.board import Board, CommandError
 from ttzo.rtl.board_top import small_profile
 from ttzo.sim import verilator_env
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
-
-pytestmark = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
+pytestmark = pytest.mark.skipif(not verilator_env.available(), reason="Verilator not available")
 
 B, N, SEED, MU, ALPHA = 8, 2, 7, 0.1, 0.01
 #: steps of the operation the upload overlaps: ~45k cycles each; the 6,280-byte upload took ~60k cycles of

@@ -13,11 +13,7 @@ import pytest
 from ttzo.sim import verilator_env
 from ttzo.sim.link_model import default_identify
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
+HAVE_VERILATOR = verilator_env.available()
 
 needs_verilator = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
 

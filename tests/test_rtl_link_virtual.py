@@ -9,13 +9,7 @@ from ttzo.host.board import Board
 from ttzo.sim import verilator_env
 from ttzo.sim.link_model import default_identify
 
-try:
-    verilator_env.verilator_env()
-    HAVE_VERILATOR = True
-except verilator_env.VerilatorNotFound:
-    HAVE_VERILATOR = False
-
-pytestmark = pytest.mark.skipif(not HAVE_VERILATOR, reason="Verilator not available")
+pytestmark = pytest.mark.skipif(not verilator_env.available(), reason="Verilator not available")
 
 
 def _session(url: str, ident: P.Identify, timeout: float) -> None:

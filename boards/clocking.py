@@ -8,8 +8,9 @@ elaboration time.  Reset is held until the PLL locks and then for `POR_CYCLES` m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal, Value
 from amaranth.lib import io
 
 from .profiles import BoardProfile
@@ -148,3 +149,26 @@ class BoardClock(Elaboratable):
             m.d.por += count.eq(count + 1)
         m.d.comb += self.rst.eq(count != POR_CYCLES)
         return m
+
+
+#: Global-buffer primitive per family (clock in -> clock out ports) for high-fanout fabric nets.
+_GLOBAL_BUFFERS = {"ecp5": ("DCCA", "CLKI", "CLKO", {"i_CE": 1}), "ice40": ("SB_GB", "USER_SIGNAL_TO_GLOBAL_BUFFER",
+                   "GLOBAL_BUFFER_OUTPUT", {}), "xc7": ("BUFG", "I", "O", {})}
+
+
+def global_buffer(family: str) -> Callable[[Module, Value], Value]:
+    """`buf(m, net) -> buffered net`: `net` (driven by a flip-flop) onto a global line of `family`.
+
+    Used for the trainer's reset (rtl/board_top.BoardTop `reset_buffer`), which reaches ~20,000
+    flip-flops: nextpnr promotes only clocks to globals, so without this the reset is routed through
+    general interconnect, the worst net of the full ECP5 build (docs/boards.md).
+    """
+    if family not in _GLOBAL_BUFFERS:
+        raise ValueError(f"no global buffer for family {family!r} (known: {', '.join(_GLOBAL_BUFFERS)})")
+    cell, i, o, extra = _GLOBAL_BUFFERS[family]
+
+    def buf(m: Module, net: Value) -> Value:
+        out = Signal(name="global_" + getattr(net, "name", "net"))
+        m.submodules += Instance(cell, **{f"i_{i}": net, f"o_{o}": out}, **extra)
+        return out
+    return buf

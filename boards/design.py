@@ -66,7 +66,8 @@ def full_core(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAULT_C
     """rtl/board_top.BoardTop (command processor + ZO trainer + TT engine) with its UART PHY."""
     from ttzo.rtl.board_top import BoardTop
 
-    return BoardTop(board_params(profile, rank, cfg), phy="uart")
+    from .clocking import global_buffer
+    return BoardTop(board_params(profile, rank, cfg), phy="uart", reset_buffer=global_buffer(profile.family))
 
 
 #: Width of one hard multiplier's signed operands per family (SB_MAC16: 16 x 16; MULT18X18D, DSP48E1: 18 x 18+).

@@ -47,8 +47,10 @@ parameters it compiles the network program for (ttzo.host.backend_board).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal,
+                          Signal, Value)
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -346,12 +348,13 @@ class BoardTop(wiring.Component):
     path) or ``phy="uart"`` (pins rx/tx).  ``idle``: nothing in flight and no operation running (the
     virtual board stops the clock then); ``busy``: an operation runs."""
 
-    def __init__(self, bp: BoardParams, phy: str = "stream") -> None:
+    def __init__(self, bp: BoardParams, phy: str = "stream",
+                 reset_buffer: Callable[[Module, Value], Value] | None = None) -> None:
         if phy not in ("stream", "uart"):
             raise ValueError(f"phy must be 'stream' or 'uart', not {phy!r}")
         if phy == "uart" and bp.uart_divisor < 4:
             raise ValueError(f"UART phy needs uart_divisor >= 4, got {bp.uart_divisor}")
-        self.bp, self.phy = bp, phy
+        self.bp, self.phy, self.reset_buffer = bp, phy, reset_buffer
         self.ident = bp.identify(phy)
         if phy == "stream":
             members = {"i": In(stream.Signature(8)), "o": Out(stream.Signature(FrameByte))}
@@ -372,8 +375,9 @@ class BoardTop(wiring.Component):
                        act=cfg.act, loss=cfg.loss, x_fmt=cfg.input, input_banks=bp.batch_banks)
         # RESET aborts a running operation: the trainer's and engine's registers return to their
         # initial values; memories (parameters, batch, engine program) keep their contents.
-        m.submodules.trainer = ResetInserter(cp.soft_reset)(tr)
-        m.submodules.ctl = ctl = ResetInserter(cp.soft_reset)(_Control(bp, tr))
+        self._train_domain(m, cp)
+        m.submodules.trainer = DomainRenamer("train")(tr)
+        m.submodules.ctl = ctl = DomainRenamer("train")(_Control(bp, tr))
         c = cp.config
 
         # --- configuration registers -> trainer control inputs ---------------------------------
@@ -453,8 +457,9 @@ class BoardTop(wiring.Component):
         tr = ZoTrainer(loss, n_params=net.n_params, n_inputs=1, classes=2, max_samples=1, n_max=bp.n_max,
                        max_segments=bp.max_segments, log_depth=bp.log_depth, weight=cfg.weight, bias=cfg.bias,
                        act=cfg.act, loss=pz.fmts.loss, x_fmt=cfg.input)
-        m.submodules.trainer = ResetInserter(cp.soft_reset)(tr)
-        m.submodules.ctl = ctl = ResetInserter(cp.soft_reset)(_Control(bp, tr))
+        self._train_domain(m, cp)
+        m.submodules.trainer = DomainRenamer("train")(tr)
+        m.submodules.ctl = ctl = DomainRenamer("train")(_Control(bp, tr))
         c = cp.config
 
         m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
@@ -515,6 +520,21 @@ class BoardTop(wiring.Component):
         self._log_region(m, ports[REGION_LOG], tr)
         self._phy(m, cp, ctl)
         return m
+
+    def _train_domain(self, m: Module, cp: CommandProcessor) -> None:
+        """Domain ``train`` (trainer, engine, controller): the sync clock, reset by power-on reset OR the
+        RESET command, taken from one flip-flop a cycle later.
+
+        One registered reset instead of ResetInserter's OR of two resets: the OR was a LUT driving the
+        LSR of ~20,000 flip-flops, the worst net of the ECP5 build (docs/boards.md).  From a flip-flop it
+        can go onto a global line: `reset_buffer(m, rst)` returns the buffered net (boards/clocking.
+        global_buffer: DCCA on ECP5); without one the register drives the resets directly.
+        """
+        m.domains.train = cd = ClockDomain("train", local=True)
+        rst = Signal(init=1, reset_less=True)
+        m.d.sync += rst.eq(ResetSignal("sync") | cp.soft_reset)
+        m.d.comb += [cd.clk.eq(ClockSignal("sync")),
+                     cd.rst.eq(self.reset_buffer(m, rst) if self.reset_buffer is not None else rst)]
 
     @staticmethod
     def _control_wiring(m: Module, c, tr: ZoTrainer, ctl: "_Control", cp: CommandProcessor, bp: BoardParams) -> None:

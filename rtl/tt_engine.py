@@ -83,7 +83,8 @@ class TTEngine(wiring.Component):
         b_ws, b_r = [buf_b.write_port(granularity=1) for _ in range(D)], buf_b.read_port()
         out_ws, out_r = [buf_out.write_port(granularity=1) for _ in range(D)], buf_out.read_port()
 
-        hdr = Signal(hdr_layout)
+        # configuration, like the memories: kept through a soft reset (RESET must not erase the program)
+        hdr = Signal(hdr_layout, reset_less=True)
 
         # --- configuration bus ---------------------------------------------------------------------
         region = self.cfg_addr[REGION_SHIFT:]

@@ -104,6 +104,21 @@ def _flow(url: str, mnist_dir, timeout: float) -> None:
             b.run_steps(1)
         assert np.array_equal(s.read_params(), want)
 
+        # RESET aborts a running operation (the trainer's registered reset, BoardTop._train_domain): the
+        # board is idle at once, and the next step from a reloaded state equals golden bit for bit
+        s.configure_signrge(seed=SEED, step0=K + 1, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
+        assert b.run_steps(1000, wait=False).busy
+        b.reset()
+        assert not b.status().busy
+        s.load_params(want)
+        s.load_batch(x, y)
+        s.configure_signrge(seed=SEED, step0=K + 1, n_samples=B, queries=N, mu=MU, alpha=ALPHA)
+        r = s.run_steps(1)
+        after, log = golden_signrge(s.net, want, x, y, seed=SEED, step0=K + 1, k_steps=1, queries=N, mu=MU,
+                                    alpha=ALPHA, cfg=s.cfg)
+        assert r.steps == 1 and np.array_equal(s.read_params(), after)
+        assert s.read_log(r.forwards) == log
+
 
 def test_virtual_board_signrge_bit_exact(mnist_dir) -> None:
     from ttzo.sim.virtual_board_top import start

@@ -159,6 +159,14 @@ def _with_host_reads(trainer):
     return WithHostReads()
 
 
+def _cmdproc():
+    from ttzo.rtl.cmdproc import CommandProcessor
+    from .design import board_params
+    from .profiles import get_profile
+    bp = board_params(get_profile("ulx3s-85f"))
+    return CommandProcessor(bp.identify("uart"), read_latency=bp.region_read_latency)
+
+
 #: name -> (factory, what it is); the sizes of the full MNIST r = 6 design.
 BLOCKS: dict[str, tuple[Callable[[], object], str]] = {
     "signrge-update": (_signrge_update, "rtl/zo_update.SignRgeUpdate(N_max=10, diff_bits=49, 16 segments, 4096 params)"),
@@ -170,6 +178,8 @@ BLOCKS: dict[str, tuple[Callable[[], object], str]] = {
     "tt-engine": (_tt_engine, "rtl/tt_engine.TTEngine(engine_params(mnist_tt(6))), P = 16"),
     "zo-trainer": (_zo_trainer, "rtl/zo_trainer.ZoTrainer of the ulx3s-85f full design (ttzo-mnist-r6) + board_top's "
                                 "host read ports, around a 1-lane TT engine with 16-element buffers"),
+    "cmdproc": (_cmdproc, "rtl/cmdproc.CommandProcessor with the ulx3s-85f full design's identify record "
+                          "(7 regions, 35 configuration registers)"),
     "zo-trainer-stub": (lambda: _zo_trainer(stub=True),
                         "the same ZoTrainer around a register-only stand-in engine: only the trainer's own paths"),
 }

@@ -61,6 +61,7 @@ from ttzo.golden.network import TTNet
 from ttzo.golden.stein_fixed import DEFAULT_STEIN_FORMATS, SteinFormats
 from ttzo.golden.zo_fixed import K_BITS, M_FRAC
 
+from .banked_memory import BankedMemory
 from .cmdproc import CommandProcessor
 from .descriptors import EngineParams
 from .framing import FrameByte
@@ -124,6 +125,13 @@ class BoardParams:
         if len(self.net.param_sizes()) > self.max_segments:
             raise ValueError(f"{self.net.name}: {len(self.net.param_sizes())} parameter segments exceed "
                              f"max_segments={self.max_segments}")
+
+    @property
+    def region_read_latency(self) -> int:
+        """Cycles from a region read address to its data (CommandProcessor read_latency): the batch is
+        read through BankedMemory's pipelined port (a registered bank select, not a 49:1 multiplexer
+        behind the block RAMs); the PINN designs' regions are plain one-cycle memory ports."""
+        return 1 if self.pinn else BankedMemory.LATENCY
 
     @property
     def n_config(self) -> int:
@@ -366,7 +374,7 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         bp, net, cfg = self.bp, self.bp.net, self.bp.cfg
-        m.submodules.cp = cp = CommandProcessor(self.ident)
+        m.submodules.cp = cp = CommandProcessor(self.ident, read_latency=bp.region_read_latency)
         if bp.pinn:
             return self._elaborate_pinn(m, cp)
         tr = ZoTrainer(TTEngine(bp.engine), n_params=net.n_params, n_inputs=net.in_features,
@@ -385,7 +393,7 @@ class BoardTop(wiring.Component):
         # registered: CONFIGURE ends many cycles before the next request can start an operation
         m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
         inf = ctl.inference
-        m.d.comb += [
+        m.d.sync += [          # registered: settled long before START (>= max_segments cycles after op_start)
             tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
             tr.kind.as_value().eq(c[CFG_KIND][0]),
             tr.n_queries.eq(Mux(inf, 0, n_queries)),
@@ -437,7 +445,7 @@ class BoardTop(wiring.Component):
                 with m.If(ports[rid].w_en):
                     m.d.comb += tr.host_data.eq(ports[rid].w_data)               # pixels, labels unsigned
         for rid, mem in ((P.Region.PARAMS, tr.params), (P.Region.BATCH, tr.inputs), (P.Region.LABELS, tr.labels)):
-            rp = mem.read_port(transparent_for=())
+            rp = mem.pipelined_read_port() if isinstance(mem, BankedMemory) else mem.read_port(transparent_for=())
             width = next(r.width for r in self.ident.regions if r.id == rid)
             m.d.comb += [rp.addr.eq(addr[rid](ports[rid].r_addr)), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
         prog = ports[REGION_PROGRAM]
@@ -464,7 +472,7 @@ class BoardTop(wiring.Component):
 
         m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
         inf = ctl.inference
-        m.d.comb += [
+        m.d.sync += [          # registered, as above
             tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
             tr.kind.as_value().eq(c[CFG_KIND][0]),
             tr.n_queries.eq(Mux(inf, 0, c[CFG_N_QUERIES])),

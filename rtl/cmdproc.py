@@ -7,9 +7,11 @@ fails any check changes no memory, register or operation state (docs/protocol.md
 
 Engine interface (what the integration wires to the compute engines):
 
-* ``mem_<region>`` per region of the identify record: word ports ``w_addr, w_data, w_en`` (write)
-  and ``r_addr -> r_data`` (read, data one cycle after the address, like a lib.memory read port
-  with transparent_for=()).  Words are little-endian groups of the region's width (8, 16 or 32).
+* ``mem_<region>`` per region of the identify record: word ports ``w_addr, w_data, w_en`` (write,
+  registered: ``w_en`` pulses one cycle) and ``r_addr -> r_data`` (read: the address is held until
+  the byte is sent and the data is taken ``read_latency`` cycles after it, so a lib.memory read port
+  with transparent_for=() (1) or a pipelined one, e.g. BankedMemory's (3), fits).  Words are
+  little-endian groups of the region's width (8, 16 or 32).
 * ``config``: the configuration register file (n_config x 32 bit), written by CONFIGURE, cleared
   by RESET.  ``results``: n_results x 32 bit inputs read by READ_RESULTS (losses, counters).
 * ``op_start`` (one-cycle pulse), ``op_code`` (protocol.Op), ``op_arg`` (u32, e.g. K steps);
@@ -21,6 +23,11 @@ Engine interface (what the integration wires to the compute engines):
   one exception is WRITE_REGION to a region flagged ``REGION_FLAG_BUSY_WRITABLE`` (the idle bank of
   a double-buffered batch: the host uploads the next batch while a step runs; the integration
   guarantees the engine does not read what such a region writes), protocol_spec.accepted_while_busy.
+
+Timing (the full ECP5 design's routing, docs/boards.md): a request is decoded in three registered
+cycles (payload length, range flags, checks), and each reply byte is built in a short pipeline
+(address, register word, byte) before the encoder, so no path runs from a register file or a
+block RAM's multiplexer through the reply's byte select into the CRC.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
@@ -49,7 +56,10 @@ def region_port(width: int, depth: int) -> wiring.Signature:
 class CommandProcessor(wiring.Component):
     """The protocol engine of the board.  `ident` (protocol.Identify) fixes regions, sizes, formats."""
 
-    def __init__(self, ident: P.Identify) -> None:
+    def __init__(self, ident: P.Identify, read_latency: int = 1) -> None:
+        if not 1 <= read_latency <= 4:
+            raise ValueError(f"read_latency {read_latency}: must be 1..4 cycles")
+        self.read_latency = read_latency
         for r in ident.regions:
             if r.width not in (8, 16, 32):
                 raise ValueError(f"region {r.name}: width {r.width} not supported in gateware (8, 16 or 32)")
@@ -105,8 +115,7 @@ class CommandProcessor(wiring.Component):
         h_ver, h_cmd, h_seq, h_st = head[0], head[1], head[2], head[3]
         h_len = Cat(head[4], head[5])
         p = [head[P.HEADER_SIZE + k] for k in range(P.READ_REQ.size)]
-        plen = Signal(16)
-        m.d.comb += plen.eq(count - P.MIN_FRAME)
+        plen = Signal(16)              # registered in DECODE (the frame is complete then)
 
         # --- registers ----------------------------------------------------------------------------
         cfg = Array(Signal(32, name=f"cfg{k}") for k in range(ident.n_config))
@@ -143,6 +152,18 @@ class CommandProcessor(wiring.Component):
         dlen = Signal(16)
         m.d.comb += dlen.eq(plen - P.WRITE_HDR.size)
 
+        # Range and length checks, registered in FLAGS (a cycle before CHECK uses them): each is an
+        # adder and a comparator; in CHECK they would sit in series with the priority chain below.
+        len_bad, w_range_bad, r_range_bad, c_range_bad, g_range_bad = (
+            Signal(name=n_) for n_ in ("len_bad", "w_range_bad", "r_range_bad", "c_range_bad", "g_range_bad"))
+        n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
+        flags = [len_bad.eq(h_len != plen),
+                 w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)),
+                 r_range_bad.eq(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
+                                | (off + rcnt > sel_size)),
+                 c_range_bad.eq(reg_first + ((plen - P.REG_FIRST.size) >> 2) > ident.n_config),
+                 g_range_bad.eq(reg_first + reg_count > n_regs)]
+
         known = Signal()
         for c in P.Cmd:
             with m.If(h_cmd == c):
@@ -164,7 +185,7 @@ class CommandProcessor(wiring.Component):
             m.d.comb += st.eq(S.VERSION)
         with m.Elif(h_st != 0):
             m.d.comb += st.eq(S.HEADER)
-        with m.Elif(h_len != plen):
+        with m.Elif(len_bad):
             m.d.comb += st.eq(S.LENGTH)
         with m.Elif(~known):
             m.d.comb += st.eq(S.COMMAND)
@@ -196,7 +217,7 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += st.eq(S.REGION)
                     with m.Elif(~sel_writable):
                         m.d.comb += st.eq(S.READ_ONLY)
-                    with m.Elif(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)):
+                    with m.Elif(w_range_bad):
                         m.d.comb += st.eq(S.RANGE)
                     with m.Else():
                         m.d.comb += act.eq(ACT_WRITE)
@@ -205,23 +226,21 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += st.eq(S.LENGTH)
                     with m.Elif(~hit):
                         m.d.comb += st.eq(S.REGION)
-                    with m.Elif(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
-                                | (off + rcnt > sel_size)):
+                    with m.Elif(r_range_bad):
                         m.d.comb += st.eq(S.RANGE)
                     with m.Else():
                         m.d.comb += [src.eq(SRC_REGION), rlen.eq(rcnt)]
                 with m.Case(P.Cmd.CONFIGURE):
                     with m.If((plen < P.REG_FIRST.size) | (plen[:2] != 2)):
                         m.d.comb += st.eq(S.LENGTH)
-                    with m.Elif(reg_first + ((plen - P.REG_FIRST.size) >> 2) > ident.n_config):
+                    with m.Elif(c_range_bad):
                         m.d.comb += st.eq(S.RANGE)
                     with m.Else():
                         m.d.comb += act.eq(ACT_CONFIG)
                 with m.Case(P.Cmd.READ_CONFIG, P.Cmd.READ_RESULTS):
-                    n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
                     with m.If(plen != P.REG_RANGE.size):
                         m.d.comb += st.eq(S.LENGTH)
-                    with m.Elif(reg_first + reg_count > n_regs):
+                    with m.Elif(g_range_bad):
                         m.d.comb += st.eq(S.RANGE)
                     with m.Else():
                         m.d.comb += [src.eq(Mux(h_cmd == P.Cmd.READ_CONFIG, SRC_CONFIG, SRC_RESULTS)),
@@ -236,10 +255,22 @@ class CommandProcessor(wiring.Component):
         j = Signal(17)                 # byte index within the reply (header included) or copy
         n = Signal(16)                 # bytes to copy (WRITE/CONFIGURE)
         word = Signal(32)
+        # CONFIGURE's register write, registered: lands the cycle after COPY_DATA (index decoded from a register)
+        # and RESET's clearing of the register file (a cycle after CHECK: the clear does not hang off the checks)
+        cw_en, cw_idx, cw_data = Signal(), Signal(8), Signal(32)
+        cfg_clear = Signal()
+        m.d.sync += [cw_en.eq(0), cfg_clear.eq(0)]
+        with m.If(cfg_clear):
+            m.d.sync += [cfg[k].eq(0) for k in range(ident.n_config)]
+        with m.Elif(cw_en):
+            m.d.sync += cfg[cw_idx].eq(cw_data)
         s_busy, s_op, s_err = Signal(), Signal(8), Signal(8)
         s_ok, s_bad, s_cycles = Signal(32), Signal(32), Signal(32)
 
-        # memory ports: read addresses follow the reply index; region writes happen in COPY_DATA
+        # memory ports: read addresses follow the reply index; region writes are registered, so a word
+        # copied in COPY_DATA is written in the next cycle (w_en pulses for one cycle)
+        for r in regions:
+            m.d.sync += self.port(r).w_en.eq(0)
         i_pay = Signal(16)
         m.d.comb += i_pay.eq(j - P.HEADER_SIZE)
         m.d.comb += rr.addr.eq(i_pay)
@@ -248,10 +279,19 @@ class CommandProcessor(wiring.Component):
             shift = r.word_bytes.bit_length() - 1
             m.d.comb += port.r_addr.eq(r_base + (i_pay >> shift))
 
-        # The reply byte at index j: header, then the payload source chosen by CHECK.
+        # The reply byte at index j: header, then the payload source chosen by CHECK.  Pipelined:
+        # REPLY_ADDR presents the address (j is held until the byte is sent) and registers the
+        # register index; the register word is registered in the next cycle; REPLY_DATA (`reply_wait`
+        # cycles after REPLY_ADDR, so memory data `read_latency` cycles after its address is there)
+        # registers the byte that REPLY_SEND hands to the encoder.
         hdr = Array([Const(P.VERSION, 8), r_cmd, r_seq, r_st, r_len[:8], r_len[8:]])
         stat = Cat(s_busy, Const(0, 7), s_op, s_err, Const(0, 8), s_ok, s_bad, s_cycles)
+        reply_wait = max(2, self.read_latency)
+        ridx = Signal(8)               # register index of this byte (REPLY_ADDR)
+        rword = Signal(32)             # its register word (the cycle after)
+        wait = Signal(range(reply_wait + 1))
         byte = Signal(8)
+        byte_q = Signal(8)
         lane = i_pay[:2]
         with m.Switch(r_src):
             with m.Case(SRC_ROM):
@@ -259,10 +299,8 @@ class CommandProcessor(wiring.Component):
             with m.Case(SRC_REGION):
                 rdata = Array(self.port(r).r_data for r in regions) if regions else Array([Const(0, 8)])
                 m.d.comb += byte.eq((rdata[r_sel] >> ((lane & r_mask) << 3))[:8])
-            with m.Case(SRC_CONFIG):
-                m.d.comb += byte.eq((cfg[r_base + (i_pay >> 2)] >> (lane << 3))[:8])
-            with m.Case(SRC_RESULTS):
-                m.d.comb += byte.eq((res[r_base + (i_pay >> 2)] >> (lane << 3))[:8])
+            with m.Case(SRC_CONFIG, SRC_RESULTS):
+                m.d.comb += byte.eq((rword >> (lane << 3))[:8])
             with m.Case(SRC_STATUS):
                 m.d.comb += byte.eq(stat.word_select(i_pay[:4], 8))
         total = Signal(17)
@@ -288,7 +326,15 @@ class CommandProcessor(wiring.Component):
                         pass                                     # idle END between frames
                     with m.Else():
                         m.d.sync += [f_crc_ok.eq(tok.crc_ok), f_bad_esc.eq(tok.bad_escape)]
-                        m.next = "CHECK"
+                        m.next = "DECODE"
+
+            # Two decode cycles before CHECK: the payload length, then the range/length flags.
+            with m.State("DECODE"):
+                m.d.sync += plen.eq(count - P.MIN_FRAME)
+                m.next = "FLAGS"
+            with m.State("FLAGS"):
+                m.d.sync += flags
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 m.d.sync += [count.eq(0), overflow.eq(0), r_cmd.eq(h_cmd | P.REPLY_BIT), r_seq.eq(h_seq),
@@ -324,7 +370,7 @@ class CommandProcessor(wiring.Component):
                             m.next = "COPY_ADDR"
                         with m.If(act == ACT_RESET):
                             m.d.sync += [self.soft_reset.eq(1), last_op.eq(0), self.rx_bad.eq(0)]
-                            m.d.sync += [cfg[k].eq(0) for k in range(ident.n_config)]
+                            m.d.sync += cfg_clear.eq(1)
                         with m.If(act == ACT_RUN):
                             op = Mux(h_cmd == P.Cmd.RUN_INFERENCE, P.Op.INFERENCE, P.Op.STEPS)
                             m.d.sync += [self.op_start.eq(1), self.op_code.eq(op), last_op.eq(op),
@@ -350,12 +396,12 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [word.eq(word_next), j.eq(j + 1), n.eq(n - 1)]
                 with m.If(lane_last):
                     with m.If(is_config):
-                        m.d.sync += cfg[r_base + (k_byte >> 2)].eq(word_next)
-                    with m.Else():
+                        m.d.sync += [cw_en.eq(1), cw_idx.eq(r_base + (k_byte >> 2)), cw_data.eq(word_next)]
+                    with m.Else():                       # region write ports are registered (see above)
                         for k, r in enumerate(regions):
                             port = self.port(r)
                             shift = r.word_bytes.bit_length() - 1
-                            m.d.comb += [port.w_addr.eq(r_base + (k_byte >> shift)),
+                            m.d.sync += [port.w_addr.eq(r_base + (k_byte >> shift)),
                                          port.w_data.eq(word_next[32 - r.width:]),
                                          port.w_en.eq(r_sel == k)]
                 with m.If(n == 1):
@@ -364,11 +410,19 @@ class CommandProcessor(wiring.Component):
                 with m.Else():
                     m.next = "COPY_ADDR"
 
-            # Reply: 6 header bytes then r_len payload bytes, one byte every two cycles.
+            # Reply: 6 header bytes then r_len payload bytes, one byte every reply_wait + 2 cycles.
             with m.State("REPLY_ADDR"):
+                m.d.sync += [ridx.eq(r_base + (i_pay >> 2)), wait.eq(reply_wait - 1)]
+                m.next = "REPLY_WAIT"
+            with m.State("REPLY_WAIT"):
+                m.d.sync += [rword.eq(Mux(r_src == SRC_CONFIG, cfg[ridx], res[ridx])), wait.eq(wait - 1)]
+                with m.If(wait == 1):
+                    m.next = "REPLY_DATA"
+            with m.State("REPLY_DATA"):
+                m.d.sync += byte_q.eq(Mux(j < P.HEADER_SIZE, hdr[j[:3]], byte))
                 m.next = "REPLY_SEND"
             with m.State("REPLY_SEND"):
-                m.d.comb += [enc.i.valid.eq(1), enc.i.payload.data.eq(Mux(j < P.HEADER_SIZE, hdr[j[:3]], byte)),
+                m.d.comb += [enc.i.valid.eq(1), enc.i.payload.data.eq(byte_q),
                              enc.i.payload.last.eq(j == total - 1)]
                 with m.If(enc.i.ready):
                     m.d.sync += j.eq(j + 1)

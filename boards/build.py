@@ -138,6 +138,10 @@ def _with_rtlil(base: type) -> type:
 #: nextpnr options of every build: a JSON report, a report even when timing fails, a fixed seed, and router2
 #: (router1, nextpnr-ecp5's default, ripped up for over an hour on the full ECP5 design; see docs/boards.md).
 NEXTPNR_OPTS = "--report pnr-report.json --timing-allow-fail --seed 1 --router router2"
+#: ECP5 also places with nextpnr's analytic `static` placer: on the full design HeAP packed the logic into a third of
+#: the die and router2 never cleared the overuse; `static` halved the timing cost and routed (docs/boards.md, sixth
+#: session).  iCE40 keeps HeAP (the stand-in meets its clock with it).
+NEXTPNR_OPTS_ECP5 = NEXTPNR_OPTS + " --placer static"
 
 
 def overrides(profile: BoardProfile) -> dict[str, str]:
@@ -148,7 +152,7 @@ def overrides(profile: BoardProfile) -> dict[str, str]:
                 "nextpnr_opts": NEXTPNR_OPTS}
     if profile.family == "ecp5":
         return {"script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD, "debug_verilog": True,
-                "nextpnr_opts": NEXTPNR_OPTS}
+                "nextpnr_opts": NEXTPNR_OPTS_ECP5}
     return {}
 
 

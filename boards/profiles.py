@@ -140,7 +140,7 @@ PROFILES: dict[str, BoardProfile] = {
             bitstream=True),
         BoardProfile(
             name="ulx3s-85f", title="Radiona ULX3S (LFE5U-85F)", family="ecp5", device="LFE5U-85F-6BG381C",
-            platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=100e6, goal_hz=100e6, uart_baud=3_000_000,
+            platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=50e6, goal_hz=100e6, uart_baud=3_000_000,
             lanes=32, rank=6,
             capacity=Capacity(logic=83640, ff=83640, dsp=156, bram=208, bram_bits=18432, logic_name="LUT4"),
             bitstream=True),

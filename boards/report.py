@@ -140,6 +140,8 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         "performance": {"clock_mhz": run_hz / 1e6, "clock_basis": run_note, **perf.to_dict()},
         "golden": golden,
     }
+    if result.attempts:     # place and route: the seed that routed and every try before it
+        rep["pnr"] = {"seed": result.seed, "attempts": result.attempts}
     if result.core == "full":
         from dataclasses import asdict
         from .design import board_params
@@ -177,6 +179,9 @@ def markdown(rep: dict) -> str:
     ach = t.get("achieved_mhz")
     lines += ["", f"Timing: achieved {ach:.1f} MHz vs target {t['target_mhz']:g} MHz: "
                   f"{'met' if t['met'] else 'NOT met'}" if ach is not None else f"Timing: {t.get('note')}", ""]
+    if rep.get("pnr"):
+        tries = "; ".join(f"seed {a['seed']}: " + ("routed" if a["routed"] else a["reason"]) for a in rep["pnr"]["attempts"])
+        lines += [f"Place and route: {tries}.", ""]
     s = rep["sizing"]
     lines += [f"Sizing: predicted {s['predicted']['bram']} BRAM + {s['predicted']['spram']} SPRAM "
               f"({', '.join(f'{k}: {v}' for k, v in s['predicted']['placement'].items())}); "

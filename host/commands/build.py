@@ -30,8 +30,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measured lane utilisation for the cycle model (default: 0.9 assumed)")
     p.add_argument("--no-golden", action="store_true", help="skip timing the golden model on this CPU")
     p.add_argument("--golden-steps", type=int, default=3, help="golden signRGE steps to time (default 3)")
+    p.add_argument("--seed", type=_seeds, default=(1,), metavar="N[,N...]",
+                   help="nextpnr seeds, tried in order until routing converges (default 1)")
+    p.add_argument("--no-router-watch", action="store_true",
+                   help="let nextpnr's router run until it finishes, even when it stops converging")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed {text!r}: expected integers separated by commas, e.g. 1,2,3")
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"--seed {text!r}: seeds must be >= 0")
+    return seeds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     command = "ttzo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     try:
         result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
-                       verilog_only=args.verilog_only, clock_mhz=args.clock)
+                       verilog_only=args.verilog_only, clock_mhz=args.clock, seeds=args.seed,
+                       watch_router=not args.no_router_watch)
     except DoesNotFit as exc:            # report what synthesis needs against what the device has
         rep = make_report(exc.result, None, command=command)
         rep["fits"] = False

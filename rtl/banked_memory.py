@@ -12,6 +12,12 @@ third register.  The read port reads every cycle (no enable): the consumer track
 one cycle of latency and an enable, non-transparent; write with an enable), so code written for a
 ``Memory`` (rtl/board_top's host read ports) works unchanged; that read path still has the bank
 multiplexer after the block RAMs.  Addresses are flat; bank b holds words b*bank_depth ...
+
+``write_group=k`` registers each write port's address, data and enable once per group of k banks
+(the write lands one cycle later): one register fanning out to every bank's data input was the
+routed critical path of the full ECP5 design (the batch's write data to its block RAMs, 16.8 ns of
+routing; docs/boards.md).  Each group's registers load only on a write into that group, so Yosys
+cannot merge the copies back into one.
 """
 from __future__ import annotations
 
@@ -34,12 +40,15 @@ class BankedMemory(Elaboratable):
 
     LATENCY = 3     # pipelined read: address -> block RAM -> bank register -> selected register
 
-    def __init__(self, *, shape, depth: int, bank_depth: int = 2048, init=()) -> None:
+    def __init__(self, *, shape, depth: int, bank_depth: int = 2048, init=(), write_group: int = 0) -> None:
         self._MustUse__silence = True    # no "never used" warning for a refused configuration
         if depth < 1:
             raise ValueError(f"BankedMemory depth must be >= 1, got {depth}")
         if bank_depth < 1 or bank_depth & (bank_depth - 1):
             raise ValueError(f"BankedMemory bank_depth must be a power of two, got {bank_depth}")
+        if write_group < 0:
+            raise ValueError(f"BankedMemory write_group must be >= 0 (0: unregistered writes), got {write_group}")
+        self.write_group = write_group
         self.shape, self.depth = shape, depth
         self.bank_depth = min(bank_depth, 1 << max(0, (depth - 1).bit_length()))
         self.bank_bits = (self.bank_depth - 1).bit_length()
@@ -83,10 +92,27 @@ class BankedMemory(Elaboratable):
 
         for b, bank in enumerate(self.banks):
             m.submodules[f"bank{b}"] = bank
-            for w in self._writes:
-                bw = bank.write_port()
-                m.d.comb += [bw.addr.eq(w.addr[:bb]), bw.data.eq(w.data),
-                             bw.en.eq(w.en & (bank_of(w.addr) == b) if nb > 1 else w.en)]
+        for i, w in enumerate(self._writes):
+            g = self.write_group or nb
+            for first in range(0, nb, g):
+                group = range(first, min(first + g, nb))
+                addr, data_, en = w.addr, w.data, w.en
+                if self.write_group:        # this group's copy of the write, one cycle later
+                    hit = w.en      # bounds only where they cut (a constant compare is a Verilator warning)
+                    if group.start > 0:
+                        hit = hit & (bank_of(w.addr) >= group.start)
+                    if group.stop < nb:
+                        hit = hit & (bank_of(w.addr) < group.stop)
+                    addr = Signal.like(w.addr, name=f"wr{i}_g{first}_addr")
+                    data_ = Signal.like(w.data, name=f"wr{i}_g{first}_data")
+                    en = Signal(name=f"wr{i}_g{first}_en")
+                    m.d.sync += en.eq(hit)
+                    with m.If(hit):
+                        m.d.sync += [addr.eq(w.addr), data_.eq(w.data)]
+                for b in group:
+                    bw = self.banks[b].write_port()
+                    m.d.comb += [bw.addr.eq(addr[:bb]), bw.data.eq(data_),
+                                 bw.en.eq(en & (bank_of(addr) == b) if nb > 1 else en)]
         for i, r in enumerate(self._reads):
             sel = Signal(range(max(2, nb)), name=f"rd{i}_bank")
             with m.If(r.en):

@@ -92,6 +92,10 @@ class ZoTrainer(wiring.Component):
 
     X_FIFO = 8      # words of the FIFO between the batch memory's read pipeline and the engine's input
 
+    #: host writes into the batch are registered once per this many block-RAM banks (rtl/banked_memory.py
+    #: ``write_group``: no single register drives every bank's data input); they land one cycle later
+    BATCH_WRITE_GROUP = 8
+
     def __init__(self, engine, *, n_params: int, n_inputs: int, classes: int, max_samples: int, n_max: int = 10,
                  max_segments: int = 16, log_depth: int = 64,
                  weight: QFormat = DEFAULT_CONFIG.weight, bias: QFormat = DEFAULT_CONFIG.bias,
@@ -152,7 +156,7 @@ class ZoTrainer(wiring.Component):
             # one memory per block RAM, read through registers (timing: rtl/banked_memory.py)
             self.inputs = BankedMemory(shape=signed(x_fmt.bits + (0 if x_fmt.signed else 1)),
                                        depth=input_banks * max_samples * n_inputs, bank_depth=batch_ram_depth,
-                                       init=inputs_init)
+                                       init=inputs_init, write_group=self.BATCH_WRITE_GROUP)
             self.labels = memory.Memory(shape=range(classes), depth=input_banks * max_samples, init=[int(v) for v in labels_init])
         self.momentum = memory.Memory(shape=signed(B_BITS), depth=n_params, init=[int(v) for v in momentum_init])
         self.log = memory.Memory(shape=log_layout(self.sum_bits), depth=log_depth, init=[])

@@ -200,7 +200,7 @@ def markdown(rep: dict) -> str:
               f"{perf['epoch_overlapped_seconds']:.1f} |", "",
               f"Overlapped epoch: upload of the first batch + per step max(step {perf['step_seconds']:.3g} s, "
               f"upload of the next batch {perf['batch_upload_seconds']:.3g} s) (boards/perf.overlapped_epoch_seconds; "
-              "the host's per-step parameter read-back is in neither epoch figure).", "",
+              "the host's parameter read-back, once per epoch since the seventh session (~0.03 s), is in neither figure).", "",
               f"Model: {perf['formula']}", ""]
     g = rep.get("golden")
     if g:

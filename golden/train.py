@@ -11,6 +11,14 @@ A checkpoint holds the parameters, optimizer state (momentum, PRNG step counter,
 the data-order RNG state at the start of the current epoch, the next batch index and the
 epoch's running sums, so `resume` continues exactly where the run stopped: same bits.
 The step itself is behind `optim.Stepper`, so a board backend can replace the golden step.
+
+A backend that holds theta itself (host/backend_board.BoardStepper) may have a `sync(st)` method;
+the loop then sets its `lazy` flag, so after a step `st.theta` may be a placeholder for parameters
+the backend has not read back, and calls `sync(st)` wherever it reads theta: at each epoch's end
+(evaluation, checkpoints), on interrupt (checkpoint) and before returning.  Interrupts: the first
+Ctrl-C stops the loop between two steps; a second one interrupts the step in flight, which is
+rolled back (golden) or, if the backend cannot undo it (a board step updates theta in place), ends
+with `StepFinished` and is counted; either way the checkpoint is at a step boundary.
 """
 from __future__ import annotations
 
@@ -28,9 +36,19 @@ import numpy as np
 
 from .formats import DEFAULT_CONFIG, FixedConfig
 from .network import TTNet, dense_mlp, mnist_tt
-from .optim import GoldenStepper, OptimConfig, OptState, Stepper, end_of_epoch, initial_phase
+from .optim import GoldenStepper, OptimConfig, OptState, Stepper, StepResult, end_of_epoch, initial_phase
 
 CHECKPOINT = "checkpoint.npz"
+
+
+class StepFinished(KeyboardInterrupt):
+    """An interrupt arrived during a step the backend could not roll back, so it let the step finish:
+    `st` holds the state after it and `result` its StepResult.  The loop counts the step, then stops
+    at the next step boundary (as after a first Ctrl-C).  A KeyboardInterrupt, so other callers stop."""
+
+    def __init__(self, result: StepResult) -> None:
+        super().__init__()
+        self.result = result
 
 
 @dataclass
@@ -344,6 +362,16 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
     def checkpoint(ep: int, bi: int) -> None:
         save_checkpoint(out / CHECKPOINT, st, ep, bi, rng_state, sums, counters, metrics, config)
 
+    # a backend that holds theta (the board) reads it back only where the loop needs it (module docstring)
+    sync = getattr(stepper, "sync", None)
+    was_lazy = getattr(stepper, "lazy", False)
+    if sync is not None:
+        stepper.lazy = True
+
+    def current_theta() -> None:
+        if sync is not None:
+            sync(st)
+
     stop = _StopFlag()
     try:
         while epoch < config.epochs:
@@ -366,6 +394,9 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
                 before = (st.theta, st.momentum, st.step)
                 try:
                     r = stepper.step(st, Xtr[idx], Ytr[idx], epoch)
+                except StepFinished as done:  # the backend could not undo the step: count it, then stop
+                    r = done.result
+                    stop.requested = True
                 except KeyboardInterrupt:
                     st.theta, st.momentum, st.step = before  # steps replace arrays, never edit them in place
                     raise
@@ -386,6 +417,7 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
             sums["seconds"] += dt
             counters["seconds"] += dt
             t_eval = time.perf_counter()
+            current_theta()
             test_loss, test_acc = golden.evaluate(st.theta, Xte, Yte)
             row = {"epoch": epoch, "phase": st.phase, "lr": golden.phase_lr(st, epoch),
                    "train_loss": sums["loss"] / max(1, sums["seen"]),
@@ -411,13 +443,17 @@ def train_mnist(config: TrainConfig, resume: bool = False, data=None, progress: 
             if bar is not None:
                 bar.write(f"epoch {epoch}: loss {row['train_loss']:.4f} train {100 * row['train_acc']:.2f}% "
                           f"test {100 * test_acc:.2f}% evals {row['evaluations']} ({row['wall_seconds']:.0f} s)")
+        current_theta()
     except KeyboardInterrupt:
         interrupted = True
+        current_theta()        # may fail if the backend lost theta: the last checkpoint then stays as it is
         checkpoint(epoch, batch_index)
         write_metrics(out, config, metrics, {"switch_epoch": st.switch_epoch, "interrupted_at":
                                              {"epoch": epoch, "batch": batch_index}})
     finally:
         stop.restore()
+        if sync is not None:
+            stepper.lazy = was_lazy
         if bar is not None:
             bar.close()
     return TrainResult(out, metrics, st.theta, interrupted)
@@ -448,8 +484,9 @@ class _StopFlag:
     """Ctrl-C / SIGTERM during training only set a flag; the loop stops between two steps.
 
     So an interrupt can never fall between a finished step and its bookkeeping (which would make
-    the checkpoint repeat or skip a batch).  A second signal interrupts at once (the step in
-    flight is then rolled back).  Only installed in the main thread.
+    the checkpoint repeat or skip a batch).  A second signal interrupts at once: the step in
+    flight is rolled back, or finished and counted by a backend that cannot undo it (a board,
+    `StepFinished`).  Only installed in the main thread.
     """
 
     def __init__(self) -> None:

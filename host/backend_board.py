@@ -26,6 +26,15 @@ also while an operation runs.  :class:`BoardStepper` uses it: given the next bat
 ``prefetch`` (golden/train.py's loop calls it before each step), it starts step k, uploads batch
 k+1 into the idle bank while step k computes, and switches banks for step k+1, so an epoch costs
 about max(compute, upload) per step instead of their sum.  Results are unchanged (bit-exact).
+
+Parameters stay on the board (``BoardStepper.lazy``, which golden/train.py's loop sets): a step
+leaves ``st.theta`` as a :class:`ParamsOnBoard` placeholder instead of reading the 3,962 codes back
+(~8 KB, ~29 ms at 3 Mbaud per step on the r = 6 design), and ``sync(st)`` reads them when the loop
+needs theta: at each epoch's end (evaluation, checkpoint), on interrupt and at the end, so O(epochs)
+read-backs instead of O(steps).  A board step cannot be rolled back (the trainer updates PARAMS in
+place and the host no longer holds the parameters before it), so it is atomic: an interrupt before
+RUN_STEPS cancels it (the board still holds the parameters before it), one after RUN_STEPS lets it
+finish and reports it done with ``golden.train.StepFinished``, which the loop counts before stopping.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import numpy as np
 from ttzo.golden import zo_fixed
 from ttzo.golden.network import TTNet
 from ttzo.golden.optim import GoldenStepper, OptimConfig, OptState, StepResult
+from ttzo.golden.train import StepFinished
 from ttzo.rtl import board_top as T
 
 from . import protocol as P
@@ -70,6 +80,11 @@ class BoardSession:
     #: STATUS polling interval while an operation runs (seconds).  Each poll is a frame the virtual
     #: board must clock through cycle by cycle, so polling fast slows a simulated operation down.
     poll = 0.1
+    #: ... and on a board at a serial port (a real UART, `Board.baudrate` set), where a poll costs 36
+    #: bytes of wire time (0.12 ms at 3 Mbaud) and nothing on the chip, while the end of a step is
+    #: noticed up to one interval late: 0.1 s cost ~10 ms a step (~9 s a 938-step epoch) on the r = 6
+    #: design at 50 MHz (docs/board.md "Host"), 2 ms at most ~2 s an epoch
+    serial_poll = 0.002
     #: batch banks of the design (2: double-buffered, regions BATCH_NEXT/LABELS_NEXT) and the bank the
     #: trainer reads; set from the board in __init__ (class defaults: a single-bank design)
     banks = 1
@@ -79,6 +94,8 @@ class BoardSession:
         if board.info is None:
             board.identify()
         self.board = board
+        if getattr(board, "baudrate", None):
+            self.poll = self.serial_poll
         try:
             self.bp = bp or T.profile(board.info.name)
         except ValueError as exc:
@@ -279,10 +296,46 @@ class BoardSession:
         return out
 
 
-class BoardStepper:
-    """golden.optim.Stepper on a board: one signRGE step of the batch per call, bit-exact to GoldenStepper."""
+class ParamsOnBoard:
+    """``st.theta`` of a lazy :class:`BoardStepper` between two syncs: the parameters are on the board.
 
-    def __init__(self, session: BoardSession, net: TTNet, cfg: OptimConfig, seed: int, batch: int, fixed) -> None:
+    A placeholder, not an array, so that a stale theta can never be used by mistake: numpy refuses
+    it (``np.asarray``, ``np.savez``) and attribute access fails, both with a message naming the fix
+    (``BoardStepper.sync(st)``).  Each completed step makes a new one, so a rollback to an older
+    placeholder is recognised (``sync`` refuses it instead of returning newer parameters).
+    """
+
+    __slots__ = ("url", "step")
+
+    def __init__(self, url: str, step: int) -> None:
+        self.url, self.step = url, step
+
+    def _msg(self) -> str:
+        return (f"{self.url}: the parameters after step {self.step} are on the board and were not read back; "
+                "call BoardStepper.sync(state) before using state.theta")
+
+    def __array__(self, *args, **kw):
+        raise BoardError(self._msg())
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"ParamsOnBoard has no attribute {name!r}: {self._msg()}")
+
+    def __repr__(self) -> str:
+        return f"<ParamsOnBoard {self.url} after step {self.step}>"
+
+
+class BoardStepper:
+    """golden.optim.Stepper on a board: one signRGE step of the batch per call, bit-exact to GoldenStepper.
+
+    ``lazy`` (default False: every step reads the parameters back into ``st.theta``, as direct callers
+    expect): leave them on the board and read them in :meth:`sync` only (module docstring).
+    """
+
+    #: seconds to wait for a step an interrupt arrived in to end (module docstring: atomic steps)
+    settle_timeout = 600.0
+
+    def __init__(self, session: BoardSession, net: TTNet, cfg: OptimConfig, seed: int, batch: int, fixed,
+                 lazy: bool = False) -> None:
         if fixed is None:
             raise BoardError("the board trains in fixed point: use --arith fixed with --backend board")
         if cfg.optimizer != "signrge":
@@ -298,7 +351,17 @@ class BoardStepper:
             raise BoardError(f"{session.board.url}: the board's formats {session.cfg} differ from the run's {fixed}")
         self.s, self.cfg, self.seed = session, cfg, seed
         self.golden = GoldenStepper(net, cfg, seed, batch, fixed)   # schedule (lr per epoch) only
+        self.lazy = lazy
+        #: what the board's PARAMS hold: a host array equal to them, or the placeholder standing for
+        #: parameters only the board knows (lazy); both None = unknown (the next step uploads st.theta)
         self._on_board: np.ndarray | None = None
+        self._ahead: ParamsOnBoard | None = None
+        self._lost = ""                          # why the board's parameters became unknown, if they did
+        #: operations the board had completed after our last one (RES_OPS): tells whether an
+        #: interrupted RUN_STEPS reached the board
+        self._ops: int | None = None
+        #: read-backs of the parameter vector (each one READ_REGION PARAMS of the whole vector)
+        self.param_reads = 0
         #: what each batch bank holds (bytes of pixels and labels; None = unknown), and the next batch
         self._held: list[tuple[bytes, bytes] | None] = [None, None]
         self._upcoming: tuple[np.ndarray, np.ndarray] | None = None
@@ -330,30 +393,99 @@ class BoardStepper:
         self._held[active] = key
         return B, active
 
-    def step(self, st: OptState, x: np.ndarray, y: np.ndarray, epoch: int) -> StepResult:
-        theta = np.asarray(st.theta, dtype=np.int64)
+    def _place_params(self, theta) -> None:
+        """Make the board's PARAMS equal `theta` (uploading only if they differ)."""
+        if isinstance(theta, ParamsOnBoard):
+            if theta is not self._ahead:
+                raise self._gone(theta)
+            return                               # the board holds them
+        theta = np.asarray(theta, dtype=np.int64)
         if self._on_board is None or not np.array_equal(self._on_board, theta):
+            self._on_board = self._ahead = None  # unknown until the upload completes
             self.s.load_params(theta)
+            self._on_board, self._lost = theta, ""
+
+    def _gone(self, theta: ParamsOnBoard) -> BoardError:
+        why = self._lost or "the board's parameters were replaced since"
+        return BoardError(f"{self.s.board.url}: the parameters after step {theta.step} are no longer on the "
+                          f"board ({why}); resume from the last checkpoint")
+
+    def sync(self, st: OptState) -> None:
+        """Make ``st.theta`` an array again: read the parameters back if they are on the board only (lazy).
+        golden/train.py calls this before it evaluates, checkpoints or returns theta."""
+        if not isinstance(st.theta, ParamsOnBoard):
+            return
+        if st.theta is not self._ahead:
+            raise self._gone(st.theta)
+        st.theta = self._on_board = self._read_params()
+        self._ahead = None
+
+    def _read_params(self) -> np.ndarray:
+        self.param_reads += 1
+        return self.s.read_params()
+
+    def step(self, st: OptState, x: np.ndarray, y: np.ndarray, epoch: int) -> StepResult:
+        self._place_params(st.theta)
         B, bank = self._place_batch(x, y)
         upcoming, self._upcoming = self._upcoming, None
         self.s.configure_signrge(seed=self.seed, step0=st.step, n_samples=B, queries=self.cfg.queries,
                                  mu=self.cfg.mu, alpha=self.golden.phase_lr(st, epoch), kind=self.cfg.perturbation,
                                  **({"bank": bank} if self.double_buffered else {}))
-        self.s.start_steps(1)
-        if upcoming is not None:                 # batch k+1 into the idle bank while step k runs
-            key = self._key(*upcoming)
-            if self._held[1 - bank] != key:
-                self._held[1 - bank] = None
-                self.s.load_batch(*upcoming, next_bank=True)
-                self._held[1 - bank] = key
-                if self.s.board.status().busy:
-                    self.overlapped += 1
-                else:
-                    self.serial_after += 1
-        r = self.s.finish()
-        new = self.s.read_params()
-        self._on_board = new
-        st.theta = new
+        if self._ops is None:
+            self._ops = self.s.board.read_results(T.RES_OPS, 1)[0]
+        try:                                     # from here on the step may be running on the board
+            self.s.start_steps(1)
+            if upcoming is not None:             # batch k+1 into the idle bank while step k runs
+                self._upload_next(upcoming, bank)
+            r = self.s.finish()
+        except KeyboardInterrupt:
+            r = self._settle()
+            if r is None:                        # RUN_STEPS never reached the board: nothing happened
+                raise
+            raise StepFinished(self._done(st, r, B)) from None
+        return self._done(st, r, B)
+
+    def _upload_next(self, upcoming: tuple[np.ndarray, np.ndarray], bank: int) -> None:
+        key = self._key(*upcoming)
+        if self._held[1 - bank] != key:
+            self._held[1 - bank] = None
+            self.s.load_batch(*upcoming, next_bank=True)
+            self._held[1 - bank] = key
+            if self.s.board.status().busy:
+                self.overlapped += 1
+            else:
+                self.serial_after += 1
+
+    def _settle(self) -> RunResult | None:
+        """After an interrupt in a started step: wait until the board has ended it and return its results,
+        or None if RUN_STEPS never reached it.  If that fails too, the board's parameters are unknown."""
+        self._held = [None, None]                # an upload may have been cut off
+        try:
+            self.s.board.wait_idle(self.settle_timeout, poll=self.s.poll)
+            r = RunResult.of(self.s.board.read_results(0, T.N_RESULTS))
+        except BaseException as exc:
+            self._lose(f"a step was cut off by an interrupt ({type(exc).__name__})")
+            raise
+        if r.ops == self._ops:
+            return None
+        if r.ops != (self._ops + 1) & 0xFFFFFFFF or r.steps != 1:
+            self._lose(f"after an interrupt the board reports {r.ops - self._ops} operations and {r.steps} steps")
+            raise BoardError(f"{self.s.board.url}: {self._lost}, not the one step started")
+        return r
+
+    def _lose(self, why: str) -> None:
+        self._on_board = self._ahead = None
+        self._lost = why
+
+    def _done(self, st: OptState, r: RunResult, B: int) -> StepResult:
+        """Account a step the board completed: st.theta the parameters after it (or their placeholder)."""
+        self._ops = r.ops
+        self._on_board = self._ahead = None      # the board moved on from what the host holds
+        if self.lazy:
+            self._ahead = ParamsOnBoard(self.s.board.url, st.step + 1)
+            st.theta = self._ahead
+        else:
+            st.theta = self._on_board = self._read_params()
         st.step += 1
         return StepResult(r.loss0 * self.s.cfg.loss.lsb / B, r.correct, r.forwards)
 

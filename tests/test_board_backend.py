@@ -179,3 +179,346 @@ def test_banked_design_refuses_a_bad_bank_register() -> None:
         regs[bp.bank_config] = v
         files.append(regs)
     assert [not config_problems(bp, f) for f in files] == [True, True, False, False] == runnable_in_rtl(bp, files)
+
+
+# --- lazy parameter read-back (BoardStepper.lazy / sync, golden/train.py) -------------------------------
+# An in-process board (sim/link_model.LinkModel, the protocol's reference) whose engine runs golden's
+# signRGE steps (sim/tb_zo_golden.signrge_steps) on its PARAMS/BATCH/LABELS with the configured codes, so
+# golden/train.py's loop runs through the real driver and session in a second; the single-bank register
+# map (the model has no bank switching).  The RTL's own run is the Verilator test further down.
+
+class Tap:
+    """A transport wrapper that counts the frames the host sent, by command (and region for region
+    commands), and calls `hook(name, n, when)` before and after writing the n-th such frame (to inject
+    interrupts; a frame whose "before" hook raises is not sent)."""
+
+    def __init__(self, t, hook=None) -> None:
+        self.t, self.url, self.hook = t, t.url, hook
+        self.sent: dict[str, int] = {}
+        self.split = P.FrameSplitter()
+
+    @staticmethod
+    def name(f: P.Frame) -> str:
+        n = P.Cmd(f.command).name
+        return f"{n}:{P.Region(f.payload[0]).name}" if f.command in (P.Cmd.READ_REGION, P.Cmd.WRITE_REGION) else n
+
+    def write(self, data: bytes) -> None:
+        names = [self.name(P.decode_body(P.slip_unescape(raw))) for raw in self.split.feed(data)]
+        for n in names:
+            if self.hook:
+                self.hook(n, self.sent.get(n, 0) + 1, "before")
+        self.t.write(data)
+        for n in names:
+            self.sent[n] = self.sent.get(n, 0) + 1
+            if self.hook:
+                self.hook(n, self.sent[n], "after")
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        return self.t.read(max_bytes, timeout)
+
+    def close(self) -> None:
+        self.t.close()
+
+
+def golden_engine(bp: T.BoardParams):
+    """LinkModel engine: RUN_STEPS K = K golden signRGE steps from the registers; results as the RTL's."""
+    from ttzo.host.board import words_to_bytes
+    from ttzo.sim.tb_zo_golden import signrge_steps
+    net, cfg = bp.net, bp.cfg
+
+    def engine(model, op: int, arg: int) -> int:
+        if op != P.Op.STEPS:
+            return T.ERR_CONFIG
+        c, res = model.config, model.results
+        n, N = c[T.CFG_N_SAMPLES], c[T.CFG_N_QUERIES]
+        theta = bytes_to_words(bytes(model.mem[P.Region.PARAMS][:2 * net.n_params]), 16)
+        x = np.frombuffer(bytes(model.mem[P.Region.BATCH][:784 * n]), np.uint8).astype(np.int64).reshape(n, 784)
+        y = np.frombuffer(bytes(model.mem[P.Region.LABELS][:n]), np.uint8).astype(np.int64)
+        new, log = signrge_steps(net, theta, x, y, seed=c[T.CFG_SEED], step0=c[T.CFG_STEP0], k_steps=arg,
+                                 n_queries=N, mu_w=c[T.CFG_MU_W], mu_b=c[T.CFG_MU_B], alpha_w=c[T.CFG_ALPHA_W],
+                                 alpha_b=c[T.CFG_ALPHA_B], kind="gaussian" if c[T.CFG_KIND] else "rademacher",
+                                 cfg=cfg)
+        model.mem[P.Region.PARAMS][:2 * net.n_params] = words_to_bytes(new, 16)
+        l0, correct = log[-(1 + N)]
+        res[T.RES_STEPS], res[T.RES_FORWARDS], res[T.RES_CORRECT] = arg, arg * (1 + N), correct
+        res[T.RES_L0_LO], res[T.RES_L0_HI] = l0 & 0xFFFFFFFF, (l0 >> 32) & 0xFFFFFFFF
+        res[T.RES_OPS] = (res[T.RES_OPS] + 1) & 0xFFFFFFFF
+        return 0
+
+    return engine
+
+
+RANK, EPOCHS, STEPS_PER_EPOCH = 1, 2, 4
+
+
+@pytest.fixture(scope="module")
+def golden_board_model():
+    """One model board (ttzo-mnist-r1, single bank) for the module: (LinkModel, BoardParams)."""
+    from dataclasses import replace
+    from ttzo.sim.link_model import LinkModel
+    bp = replace(T.mnist_profile(RANK), batch_banks=1)
+    return LinkModel(bp.identify("uart"), golden_engine(bp)), bp
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    from ttzo.golden.mnist import load_mnist
+    return load_mnist(mnist_dir)
+
+
+def _cfg(out, **kw):
+    from ttzo.golden.train import TrainConfig
+    return TrainConfig(arith="fixed", rank=RANK, epochs=EPOCHS, seed=4, batch=64, out=str(out),
+                       train_samples=64 * STEPS_PER_EPOCH, test_samples=100,
+                       optim=OptimConfig(optimizer="signrge", queries=2), **kw)
+
+
+def _board_stepper(model, cfg, hook=None) -> tuple[BoardStepper, Tap]:
+    from ttzo.host.board import Board
+    from ttzo.sim.link_model import ModelTransport
+    tap = Tap(ModelTransport(model), hook)
+    b = Board(tap, timeout=1.0)
+    b.identify()
+    return BoardStepper(BoardSession(b), mnist_tt(cfg.rank), cfg.optim, cfg.seed, cfg.batch, cfg.fixed_config()), tap
+
+
+def _interrupt_at(name: str, count: int, when: str, also: tuple | None = None):
+    """A Tap hook raising KeyboardInterrupt at the `count`-th frame `name` (`when`: before/after writing it)
+    and, if `also` = (name, when), once more at the next such frame."""
+    def hook(n, k, w):
+        if (n, k, w) == (name, count, when) or (hook.armed and (n, w) == also):
+            hook.armed = not hook.armed and also is not None
+            raise KeyboardInterrupt
+    hook.armed = False
+    return hook
+
+
+@pytest.fixture(scope="module")
+def golden_run(tmp_path_factory, mnist):
+    from ttzo.golden.train import train_mnist
+    return train_mnist(_cfg(tmp_path_factory.mktemp("golden")), data=mnist, progress=False)
+
+
+def _strip(metrics):
+    from ttzo.golden.train import TIME_KEYS
+    return [{k: v for k, v in m.items() if k not in TIME_KEYS} for m in metrics]
+
+
+def test_loop_reads_the_parameters_once_per_epoch_bit_exact(tmp_path, mnist, golden_board_model, golden_run) -> None:
+    """golden/train.py through the board: 8 steps, 2 epochs; theta and every metric equal the golden
+    backend's, and the parameters crossed the link twice (the epochs' ends), not after each step."""
+    from ttzo.golden.train import load_checkpoint, train_mnist
+    model, bp = golden_board_model
+    c = _cfg(tmp_path)
+    stepper, tap = _board_stepper(model, c)
+    res = train_mnist(c, data=mnist, progress=False, stepper=stepper)
+    assert np.array_equal(res.theta, golden_run.theta) and _strip(res.metrics) == _strip(golden_run.metrics)
+    per_read = -(-2 * bp.net.n_params // bp.identify().max_payload)          # READ_REGION frames per read-back
+    assert tap.sent["RUN_STEPS"] == EPOCHS * STEPS_PER_EPOCH == res.final["steps"]
+    assert stepper.param_reads == EPOCHS and tap.sent["READ_REGION:PARAMS"] == EPOCHS * per_read
+    per_write = -(-2 * bp.net.n_params // ((bp.identify().max_payload - P.WRITE_HDR.size) // 2 * 2))
+    assert tap.sent["WRITE_REGION:PARAMS"] == per_write                       # the initial parameters, once
+    assert stepper.lazy is False                                              # the loop restored the flag
+    for e in (1, 2):
+        assert np.array_equal(load_checkpoint(tmp_path / f"checkpoint-e00{e}.npz")["theta"],
+                              load_checkpoint(golden_run.out / f"checkpoint-e00{e}.npz")["theta"])
+
+
+@pytest.mark.parametrize("frame, when, steps_done", [
+    ("CONFIGURE", "before", 2),     # step 3 interrupted before RUN_STEPS: rolled back (the board holds theta_2)
+    ("RUN_STEPS", "before", 2),     # ... while sending RUN_STEPS, which never reached the board (RES_OPS tells)
+    ("RUN_STEPS", "after", 3),      # step 3 interrupted once running on the board: finished and counted
+], ids=["before-configure", "before-run", "after-run"])
+def test_interrupt_leaves_a_checkpoint_at_a_step_boundary(tmp_path, mnist, golden_board_model, golden_run,
+                                                          frame, when, steps_done) -> None:
+    """An interrupt (second Ctrl-C) in the third step of epoch 0: the checkpoint holds the golden theta after
+    `steps_done` steps with that batch index, and resuming through the board ends on golden's final theta."""
+    from ttzo.golden.train import load_checkpoint, train_mnist
+    model, _ = golden_board_model
+    c = _cfg(tmp_path)
+    stepper, tap = _board_stepper(model, c, _interrupt_at(frame, 3, when))
+    res = train_mnist(c, data=mnist, progress=False, stepper=stepper)
+    assert res.interrupted and tap.sent["RUN_STEPS"] == steps_done
+    ck = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert (int(ck["epoch"]), int(ck["batch_index"]), int(ck["step"])) == (0, steps_done, steps_done)
+    ref = train_mnist(_cfg(tmp_path / "ref"), data=mnist, progress=False, stop_after=steps_done)
+    assert np.array_equal(ck["theta"], load_checkpoint(ref.out / "checkpoint.npz")["theta"])
+    assert ck["sums"] == load_checkpoint(ref.out / "checkpoint.npz")["sums"]
+    stepper, _ = _board_stepper(model, c)
+    rest = train_mnist(c, resume=True, data=mnist, progress=False, stepper=stepper)
+    assert np.array_equal(rest.theta, golden_run.theta) and _strip(rest.metrics) == _strip(golden_run.metrics)
+
+
+def test_interrupt_that_cuts_a_running_step_off_keeps_the_last_checkpoint(tmp_path, mnist, golden_board_model,
+                                                                          golden_run) -> None:
+    """A further interrupt while the stepper waits for an interrupted step to end: the board's parameters are
+    unknown, so the loop fails with a clear error and writes no checkpoint; the epoch-1 one stays, and a
+    resume from it ends on golden's theta."""
+    from ttzo.golden.train import load_checkpoint, train_mnist
+    model, _ = golden_board_model
+    c = _cfg(tmp_path)
+    hook = _interrupt_at("RUN_STEPS", STEPS_PER_EPOCH + 2, "after", also=("STATUS", "before"))
+    stepper, _ = _board_stepper(model, c, hook)
+    with pytest.raises(BoardError, match="no longer on the board .*cut off by an interrupt"):
+        train_mnist(c, data=mnist, progress=False, stepper=stepper)
+    ck = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert (int(ck["epoch"]), int(ck["batch_index"])) == (1, 0)
+    stepper, _ = _board_stepper(model, c)
+    rest = train_mnist(c, resume=True, data=mnist, progress=False, stepper=stepper)
+    assert np.array_equal(rest.theta, golden_run.theta)
+
+
+def test_lazy_steps_leave_a_placeholder_until_sync(mnist, golden_board_model) -> None:
+    """Outside the loop: a lazy stepper's st.theta refuses use until sync(); an eager one (the default, for
+    direct callers) reads the parameters back after each step; both equal GoldenStepper; a placeholder
+    left behind by a later step is refused rather than resolved to newer parameters."""
+    from ttzo.golden.optim import GoldenStepper, OptState
+    from ttzo.host.backend_board import ParamsOnBoard
+    model, bp = golden_board_model
+    c = _cfg("/nonexistent")
+    net = mnist_tt(RANK)
+    theta0 = net.flatten(net.quantize(net.init(np.random.default_rng(1)), c.fixed_config())).astype(np.int64)
+    xs = np.asarray(mnist.train_images[:192]).reshape(3, 64, 784)
+    ys = mnist.train_labels[:192].astype(np.int64).reshape(3, 64)
+    gold = OptState(theta=theta0, momentum=np.zeros_like(theta0))
+    g = GoldenStepper(net, c.optim, c.seed, c.batch, c.fixed_config())
+    st_e, st_l = (OptState(theta=theta0, momentum=np.zeros_like(theta0)) for _ in range(2))
+    eager, _ = _board_stepper(model, c)          # one stepper after the other: each owns the board meanwhile
+    results = []
+    for k in range(3):
+        results.append(g.step(gold, xs[k], ys[k], 0))
+        assert eager.step(st_e, xs[k], ys[k], 0) == results[k] and np.array_equal(st_e.theta, gold.theta)
+    lazy, tap = _board_stepper(model, c)
+    lazy.lazy = True
+    for k in range(3):
+        before = st_l.theta
+        assert lazy.step(st_l, xs[k], ys[k], 0) == results[k] and isinstance(st_l.theta, ParamsOnBoard)
+    assert eager.param_reads == 3 and lazy.param_reads == 0 and st_l.step == 3
+    with pytest.raises(BoardError, match="call BoardStepper.sync"):
+        np.asarray(st_l.theta)
+    with pytest.raises(AttributeError, match="call BoardStepper.sync"):
+        st_l.theta.astype(np.int64)
+    reads = tap.sent.get("READ_REGION:PARAMS", 0)
+    stale = OptState(theta=before, momentum=gold.momentum)
+    with pytest.raises(BoardError, match="after step 2 are no longer on the board"):
+        lazy.sync(stale)
+    lazy.sync(st_l)
+    lazy.sync(st_l)                                  # already an array: no second read
+    assert np.array_equal(st_l.theta, gold.theta) and lazy.param_reads == 1
+    assert tap.sent["READ_REGION:PARAMS"] == reads + -(-2 * bp.net.n_params // bp.identify().max_payload)
+
+
+def _once(name: str, when: str):
+    """A Tap hook raising KeyboardInterrupt at the next frame `name` (`when`: before/after writing it)."""
+    def hook(n, k, w):
+        if (n, w) == (name, when) and not hook.fired:
+            hook.fired = True
+            raise KeyboardInterrupt
+    hook.fired = False
+    return hook
+
+
+@pytest.mark.skipif(not __import__("ttzo.sim.verilator_env", fromlist=["x"]).available(),
+                    reason="Verilator not available")
+def test_virtual_board_lazy_steps_and_interrupts_bit_exact(mnist) -> None:
+    """The RTL (rtl/board_top.BoardTop, small profile, double-buffered, Verilator): 4 lazy steps with the
+    loop's lookahead read the parameters once (at sync) and equal GoldenStepper; an interrupt after
+    RUN_STEPS lets step 3 finish (StepFinished, counted by the RTL's ops register), one before RUN_STEPS
+    leaves the board untouched and step 4 then runs as usual."""
+    from ttzo.golden.optim import GoldenStepper, OptState
+    from ttzo.golden.train import StepFinished
+    from ttzo.host.backend_board import ParamsOnBoard
+    from ttzo.host.board import Board
+    from ttzo.sim.tt_cosim import seeded_params
+    from ttzo.sim.virtual_board_top import start
+    B, n = 8, 4
+    xs = np.asarray(mnist.train_images[:B * n], np.int64).reshape(n, B, 784)
+    ys = mnist.train_labels[:B * n].astype(np.int64).reshape(n, B)
+    oc = OptimConfig(optimizer="signrge", lr=0.01, mu=0.1, queries=2)
+    port, stop = start(T.small_profile(), phy="stream")
+    try:
+        with Board.open(f"socket://127.0.0.1:{port}", timeout=5.0) as b:
+            b.t = tap = Tap(b.t)
+            s = BoardSession(b)
+            theta0 = s.net.flatten(seeded_params(s.net, s.cfg, 0)).astype(np.int64)
+            stepper = BoardStepper(s, s.net, oc, 7, B, s.cfg, lazy=True)
+            st = OptState(theta=theta0, momentum=np.zeros_like(theta0))
+            results = []
+            for k in range(n):
+                if k + 1 < n:
+                    stepper.prefetch(xs[k + 1], ys[k + 1])
+                if k == 2:
+                    tap.hook = _once("RUN_STEPS", "after")
+                    with pytest.raises(StepFinished) as done:
+                        stepper.step(st, xs[k], ys[k], 0)
+                    r = done.value.result
+                else:
+                    if k == 3:                                   # interrupted before it starts: nothing happens
+                        tap.hook = _once("CONFIGURE", "before")
+                        with pytest.raises(KeyboardInterrupt) as cut:
+                            stepper.step(st, xs[k], ys[k], 0)
+                        assert not isinstance(cut.value, StepFinished) and st.step == 3
+                    r = stepper.step(st, xs[k], ys[k], 0)
+                results.append((r.loss, r.correct, r.evaluations))
+                assert isinstance(st.theta, ParamsOnBoard) and st.step == k + 1
+            assert tap.sent["RUN_STEPS"] == n and "READ_REGION:PARAMS" not in tap.sent
+            stepper.sync(st)
+            assert tap.sent["READ_REGION:PARAMS"] == 1 and stepper.param_reads == 1
+    finally:
+        stop()
+    g = GoldenStepper(s.net, oc, 7, B, s.cfg)
+    gst = OptState(theta=theta0, momentum=np.zeros_like(theta0))
+    gold = [g.step(gst, xs[k], ys[k], 0) for k in range(n)]
+    assert np.array_equal(st.theta, gst.theta) and results == [(r.loss, r.correct, r.evaluations) for r in gold]
+
+
+def test_session_polls_a_serial_port_finely_and_a_simulator_coarsely() -> None:
+    """STATUS polls cost a real board nothing but a simulated one its clock: 2 ms on a UART, 0.1 s else."""
+    bp = T.small_profile()
+    fb = FakeBoard(bp.identify())
+    assert BoardSession(fb).poll == BoardSession.poll == 0.1
+    fb.baudrate = 3_000_000
+    assert BoardSession(fb).poll == BoardSession.serial_poll == 0.002
+
+
+def test_link_traffic_per_step_drops_by_the_parameter_read_back(mnist) -> None:
+    """The MNIST r = 6 design on the model board: a lazy step sends exactly the eager step's frames but the
+    READ_REGION PARAMS ones (ceil(7,924 / 1,024) = 8, whose replies carry the 7,924 parameter bytes), and
+    sync reads those once.  Prints the byte counts docs/board.md quotes (`pytest -k traffic -s`)."""
+    from dataclasses import replace
+    from ttzo.golden.optim import OptState
+    from ttzo.host.board import Board
+    from ttzo.sim.link_model import LinkModel, ModelTransport
+    bp = replace(T.mnist_profile(6), batch_banks=1)
+    model = LinkModel(bp.identify("uart"), golden_engine(bp))
+    net, n_bytes = bp.net, 2 * bp.net.n_params
+    theta = net.flatten(net.quantize(net.init(np.random.default_rng(1)), bp.cfg)).astype(np.int64)
+    xs = np.asarray(mnist.train_images[:128]).reshape(2, 64, 784)
+    ys = mnist.train_labels[:128].astype(np.int64).reshape(2, 64)
+    per_step = {}
+    for lazy in (False, True):
+        tap = Tap(ModelTransport(model))
+        b = Board(tap, timeout=5.0)
+        b.identify()
+        s = BoardStepper(BoardSession(b), net, OptimConfig(optimizer="signrge", queries=10), 0, 64, bp.cfg,
+                         lazy=lazy)
+        st = OptState(theta=theta, momentum=np.zeros_like(theta))
+        s.step(st, xs[0], ys[0], 0)                         # uploads the parameters
+        b.stats, tap.sent = type(b.stats)(), {}
+        s.step(st, xs[1], ys[1], 0)
+        per_step[lazy] = (b.stats, tap.sent)
+        b.stats, tap.sent = type(b.stats)(), {}
+        s.sync(st)
+        sync = (b.stats, tap.sent)
+    (eager, eager_sent), (lazy_, lazy_sent) = per_step[False], per_step[True]
+    frames = -(-n_bytes // bp.identify().max_payload)
+    assert eager_sent == {**lazy_sent, "READ_REGION:PARAMS": frames} and "READ_REGION:PARAMS" not in lazy_sent
+    assert sync[1] == {"READ_REGION:PARAMS": frames} and sync[0].requests == frames
+    assert eager.requests - lazy_.requests == frames
+    assert sync[0].bytes_in >= n_bytes + frames * (P.MIN_FRAME + 2)          # payload, header, CRC, 2 END
+    # the rest of the two steps' frames are alike up to SLIP escapes of sequence numbers and counters
+    assert abs(eager.bytes_in - lazy_.bytes_in - sync[0].bytes_in) <= 4
+    assert abs(eager.bytes_out - lazy_.bytes_out - sync[0].bytes_out) <= 4
+    print(f"\nr=6 step, eager: {eager.requests} requests, {eager.bytes_out} B out, {eager.bytes_in} B in; "
+          f"lazy: {lazy_.requests} requests, {lazy_.bytes_out} B out, {lazy_.bytes_in} B in {lazy_sent}; "
+          f"read-back: {sync[0].requests} requests, {sync[0].bytes_out} B out, {sync[0].bytes_in} B in")

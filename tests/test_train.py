@@ -266,3 +266,92 @@ def test_compare_runs_finds_the_first_differing_epoch(tmp_path: Path, mnist) -> 
     assert main(["train", "compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
     with pytest.raises(ValueError, match="metrics.json"):
         compare_runs(tmp_path / "a", tmp_path / "missing")
+
+
+class _Held:
+    """A test backend's placeholder for theta it has not handed back (fails loudly if used as an array)."""
+
+    def __array__(self, *a, **k):
+        raise AssertionError("the loop used theta without sync()")
+
+
+def _lazy_golden(c: TrainConfig):
+    """GoldenStepper that keeps theta to itself when `lazy` (as the board does) and hands it over in sync()."""
+    from ttzo.golden.optim import GoldenStepper
+
+    class LazyGolden(GoldenStepper):
+        lazy = False
+
+        def step(self, st, x, y, epoch):
+            if isinstance(st.theta, _Held):
+                assert st.theta is self.token, "a stale placeholder reached step()"
+                st.theta = self.kept
+            r = super().step(st, x, y, epoch)
+            if self.lazy:
+                self.kept, self.token = st.theta, _Held()
+                st.theta = self.token
+            return r
+
+        def sync(self, st):
+            self.syncs.append(isinstance(st.theta, _Held))
+            if isinstance(st.theta, _Held):
+                assert st.theta is self.token
+                st.theta = self.kept
+
+    s = LazyGolden(c.network(), c.optim, c.seed, c.batch, c.fixed_config())
+    s.syncs = []
+    return s
+
+
+def test_a_backend_holding_theta_is_synced_only_where_the_loop_reads_it(tmp_path: Path, mnist) -> None:
+    """A stepper with sync(): the loop sets `lazy`, syncs at each epoch's end and on interrupt (never per
+    step), restores `lazy` after; stopping, resuming and the final theta equal the golden run's bit for bit."""
+    def cfg(out: str) -> TrainConfig:
+        return TrainConfig(arith="fixed", rank=2, epochs=2, seed=3, batch=64, train_samples=256, test_samples=50,
+                           out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+    whole = train_mnist(cfg("whole"), data=mnist, progress=False)
+    c = cfg("lazy")
+    s = _lazy_golden(c)
+    part = train_mnist(c, data=mnist, progress=False, stepper=s, stop_after=6)        # stops in epoch 1
+    assert part.interrupted and s.syncs == [True, True] and s.lazy is False    # end of epoch 0, on the stop
+    ck = load_checkpoint(tmp_path / "lazy" / "checkpoint.npz")
+    assert (int(ck["epoch"]), int(ck["batch_index"]), int(ck["step"])) == (1, 2, 6)
+    s = _lazy_golden(c)
+    rest = train_mnist(c, resume=True, data=mnist, progress=False, stepper=s)
+    assert s.syncs == [True, False] and np.array_equal(rest.theta, whole.theta)
+    assert _strip(rest.metrics) == _strip(whole.metrics)
+
+
+def test_a_step_the_backend_could_not_undo_is_counted_then_the_loop_stops(tmp_path: Path, mnist) -> None:
+    """StepFinished from a step (a board step an interrupt arrived in, finished on the board): the loop keeps
+    the step and its result, stops at the next step boundary with a checkpoint, and resume is bit-exact."""
+    from ttzo.golden.network import mnist_tt
+    from ttzo.golden.optim import GoldenStepper
+    from ttzo.golden.train import StepFinished
+
+    def cfg(out: str) -> TrainConfig:
+        return TrainConfig(arith="fixed", rank=2, epochs=1, seed=3, train_samples=384, test_samples=50,
+                           out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+
+    class FinishesOnInterrupt(GoldenStepper):
+        calls = 0
+
+        def step(self, st, x, y, epoch):
+            FinishesOnInterrupt.calls += 1
+            r = super().step(st, x, y, epoch)
+            if FinishesOnInterrupt.calls == 3:
+                raise StepFinished(r)
+            return r
+
+    c = cfg("a")
+    res = train_mnist(c, data=mnist, progress=False,
+                      stepper=FinishesOnInterrupt(mnist_tt(2), c.optim, c.seed, c.batch, c.fixed_config()))
+    assert res.interrupted and FinishesOnInterrupt.calls == 3
+    ck = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    ref = train_mnist(cfg("ref"), data=mnist, progress=False, stop_after=3)
+    ck_ref = load_checkpoint(tmp_path / "ref" / "checkpoint.npz")
+    assert int(ck["batch_index"]) == int(ck["step"]) == 3 and np.array_equal(ck["theta"], ck_ref["theta"])
+    assert ck["sums"] == ck_ref["sums"] and ck["counters"]["steps"] == 3
+    resumed = train_mnist(cfg("a"), resume=True, data=mnist, progress=False)
+    whole = train_mnist(cfg("b"), data=mnist, progress=False)
+    assert np.array_equal(resumed.theta, whole.theta) and not np.array_equal(ref.theta, whole.theta)

@@ -119,10 +119,13 @@ def perf_model(rank: int, lanes: int, fmax_hz: float, *, batch: int = 64, querie
 #: cycles per sample).  At that measurement the update pass cost n_params + N_max + 10 cycles
 #: (rtl/zo_update.SignRgeUpdate, N_max = 10 in the design whatever N is).
 FULL_R6_STEP_N2_CYCLES = 5_119_467
-#: The update pass then (see above) and now: SignRgeUpdate(10).pass_cycles(3962) = n_params + N_max +
-#: ceil(log2 N_max) + 18 since its timing pipeline (docs/rtl-zo.md; tests/test_rtl_zo_update.py).
+#: The update pass then (see above) and now: SignRgeUpdate(10).pass_cycles(3962) = (N_max + 1) *
+#: n_params + N_max + 15 (49-bit d_i) since the engine became serial (one multiplier datapath, the
+#: N_max streams one after another plus an idle cycle: N_max + 1 cycles per parameter; docs/rtl-zo.md;
+#: tests/test_rtl_zo_update.py) -- 43,607 cycles, 0.23 % of a step with N = 10; the parallel engine
+#: took n_params + N_max + ceil(log2 N_max) + 18 = 3,994.
 FULL_R6_UPDATE_CYCLES_MEASURED = 3962 + 10 + 10
-FULL_R6_UPDATE_CYCLES = 3962 + 10 + 4 + 18
+FULL_R6_UPDATE_CYCLES = 11 * 3962 + 10 + 15
 #: Cycles each load pass gained with the perturber's pipeline (rtl/perturb.Perturber.LATENCY: the
 #: load pass drains it before the engine starts).
 FULL_R6_LOAD_DRAIN_CYCLES = 7
@@ -150,7 +153,7 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
 
     A forward pass of the batch (load pass + 64 samples + loss) is F = (S_2 - U') / 3 cycles,
     S_2 the measured N = 2 step and U' = n_params + 20 its update pass; a step with N queries
-    is (N + 1) F + U, U = n_params + 32 the update pass now (each random query adds its seeding and
+    is (N + 1) F + U, U = 11 n_params + 25 the (serial) update pass now (each random query adds its seeding and
     checkpoint walk, ~n_params cycles, to F's load pass: the N = 2 measurement includes two of the
     three, so this is within 0.1 %).  F also gets the fill cycles of the pipeline stages added for
     timing after the measurement (engine stages per sample, the perturber's drain per load pass).
@@ -172,7 +175,7 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
                 batch * (queries + 1), cs, steps, ce, FULL_R6_SAMPLE_CYCLES / fmax_hz, cs / fmax_hz, compute, link,
                 compute + link, baud,
                 f"F = (S_2 - U')/3 + 64*{FULL_R6_TIMING_CYCLES_PER_SAMPLE} + {FULL_R6_LOAD_DRAIN_CYCLES} + {FULL_R6_LOSS_DRAIN_CYCLES} + {FULL_R6_TRAINER_GLUE_CYCLES} = {fwd} cycles per forward pass of 64 "
-                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + U, U = D + 32 cycles of update pass; epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)",
+                f"samples (S_2 = {FULL_R6_STEP_N2_CYCLES} simulated; + the pipeline stages added since); C_s = (N+1)*F + U, U = 11*D + 25 cycles of serial update pass (N_max = 10); epoch = ceil(60000/64)*C_s/Fmax + 60000*785*10/(baud*eff)",
                 epoch_overlapped_seconds=overlapped_epoch_seconds(cs / fmax_hz, batch, baud, link_efficiency),
                 batch_upload_seconds=uart_seconds(batch * BYTES_PER_SAMPLE, baud, link_efficiency))
 

@@ -1,11 +1,12 @@
 """ZO update engines: one read-modify-write pass over the parameter memory, in golden's flat order.
 
 :class:`SignRgeUpdate` — the ZO-signRGE step after its N+1 losses are known.  With the loss
-differences d_i = L_i - L_0 in registers, N PRNG streams (rtl/prng.PrngBank) regenerate
-xi_{i,p} for one parameter p per cycle, an adder tree forms a_p = sum_i d_i * xi_{i,p}
-(Rademacher: +-d_i; Gaussian-like: d_i * g), and theta_p <- sat(theta_p - alpha * sign(a_p))
-is written back: no per-parameter accumulator memory at all, because the N streams run in
-parallel.
+differences d_i = L_i - L_0 held by the caller, the N_max PRNG streams regenerate xi_{i,p}
+serially: a ring of N_max stream registers and one xorshift32 give word p of stream i in cycle
+(N_max + 1) p + i of the pass, one multiplier datapath accumulates a_p = sum_i d_i * xi_{i,p}
+(Rademacher: +-d_i; Gaussian-like: d_i * g) over those cycles, and
+theta_p <- sat(theta_p - alpha * sign(a_p)) is written back: no per-parameter accumulator memory, and one multiplier datapath instead of
+N_max (the pass runs once per training step, next to N + 1 forward passes of millions of cycles).
 
 Both engines share the parameter-memory port convention: ``rd_addr`` out, ``rd_data`` in one
 cycle later (a lib.memory read port with its default transparent sync read), ``wr_addr`` /
@@ -13,12 +14,13 @@ cycle later (a lib.memory read port with its default transparent sync read), ``w
 and bias block) as array inputs, so biases use their own step code and saturation format.
 
 Both are pipelined for the clock (docs/boards.md, "What limits the whole design's Fmax"): every
-multiply, adder-tree level, wide addition, shift and saturation sits between registers, and the
-memory read is timed so theta_p is registered next to the value that updates it.  The passes
-stream one parameter a cycle, so the stages only add latency, once per pass:
-- SignRgeUpdate: PRNG seeding (N_max + SEEDER_LATENCY + 1 cycles), then P parameters, then the
-  pipeline: P + N_max + ceil(log2 N_max) + 15 + C cycles from ``start`` to ``done``, C = 3 chunks of
-  17 bits for the trainer's 49-bit d_i (``pass_cycles``; P + N_max + 10 before the timing stages);
+multiply, wide addition, shift and saturation sits between registers, and the memory read is
+timed so theta_p is registered next to the value that updates it.  The stages only add latency,
+once per pass:
+- SignRgeUpdate: seeding (N_max + SEEDER_LATENCY cycles), N_max + 1 cycles per parameter (one per
+  stream and an idle one), then the pipeline: (N_max + 1) P + N_max + C + 12 cycles from ``start``
+  to ``done``, C = 3 chunks of 17 bits for the trainer's 49-bit d_i (``pass_cycles``: 11 P + 25 for
+  N_max = 10; the former parallel engine took P + N_max + ceil(log2 N_max) + 18);
 - CgeUpdate: P + 12 cycles (``pass_cycles``; P + 4 before), in either rounding mode: golden's
   round half up, or its stochastic rounding (``Rounding.STOCHASTIC``: the word of a xorshift32
   stream that advances with p is added below the shift; docs/rtl.md "Stochastic CGE rounding").
@@ -29,10 +31,11 @@ from amaranth.lib.wiring import In, Out
 
 from ttzo.golden.fixed import QFormat
 from ttzo.golden.formats import DEFAULT_CONFIG
+from ttzo.golden.prng import MAX_QUERY
 from ttzo.golden.zo_fixed import B_BITS, K_BITS, M_FRAC
 
 from .perturb import XiKind, saturate_value
-from .prng import QUERY_BITS, SEEDER_LATENCY, PrngBank, Xorshift32, rademacher_negative
+from .prng import QUERY_BITS, SEEDER_LATENCY, StreamSeeder, Xorshift32, rademacher_negative, xorshift32_value
 
 
 def param_port_members(addr_bits: int, width: int) -> dict:
@@ -78,20 +81,28 @@ class SegmentCursor:
 
 
 class SignRgeUpdate(wiring.Component):
-    """theta_p <- sat(theta_p - alpha * sign(sum_i d_i xi_{i,p})) for all p, one parameter per cycle.
+    """theta_p <- sat(theta_p - alpha * sign(sum_i d_i xi_{i,p})) for all p, the N_max streams serially.
 
     a_p = sum_i d_i x_i with x_i = g (Gaussian-like), +-1 (Rademacher) or 0 (unused query), so both
-    kinds share one datapath: x_i is formed before the multipliers, each d_i is split into 17-bit
-    chunks (one 18 x 18 multiplier each), every chunk has its own adder tree (narrow adds, one level
-    per stage) and the chunk sums are combined last.  Bit-exact: the sum is the same integer.
+    kinds share one multiplier datapath, used once per (p, i), i = 0..N_max-1 within p, one a cycle,
+    then an idle cycle: a ring of N_max 32-bit registers holds the next word of every stream (query
+    first_query + i); each issue consumes the head word (word p of stream i) and shifts in its
+    successor (word p + 1) at the tail, so the streams come round in golden's order.  x_i is formed
+    from the word, d_i is picked by a multiplexer and split into 17-bit chunks (one 18 x 18
+    multiplier each), each chunk's products are accumulated over i in a register of their own
+    (narrow adds, cleared by a synchronous reset in the idle slot), and after the last stream the
+    chunk sums are combined.  Bit-exact: the sum is the same integer.
 
-    Write ``d`` (loss differences, signed ``diff_bits``) for queries 0..N-1 before ``start``;
-    ``n_queries`` (1..n_max) selects how many streams count.  ``seed``/``step``/``first_query``
-    select the streams exactly as golden's ``perturbations(seed, step, N, n, kind, first_query)``.
+    Write ``d`` (loss differences, signed ``diff_bits``) for queries 0..N-1 before ``start`` and hold
+    them during the pass (they are read throughout it); ``n_queries`` (1..n_max) selects how many
+    streams count.  ``seed``/``step``/``first_query`` (captured at ``start``) select the streams
+    exactly as golden's ``perturbations(seed, step, N, n, kind, first_query)``.
     """
 
     def __init__(self, n_max: int, diff_bits: int = 49, max_segments: int = 16, n_params_max: int = 1 << 16,
                  weight: QFormat = DEFAULT_CONFIG.weight, bias: QFormat = DEFAULT_CONFIG.bias) -> None:
+        if not 1 <= n_max <= MAX_QUERY:
+            raise ValueError(f"SignRgeUpdate: n_max={n_max} outside 1..{MAX_QUERY}")
         self.n_max, self.diff_bits, self.max_segments = n_max, diff_bits, max_segments
         self.weight, self.bias = weight, bias
         self.width = max(weight.bits, bias.bits)
@@ -109,8 +120,8 @@ class SignRgeUpdate(wiring.Component):
         })
 
     def sign_stage(self) -> int:
-        """Cycle (after issue) in which parameter p's sign registers hold: 4 + tree depth + chunks - 1 + 1."""
-        return _sign_stage(self.n_max, self.diff_bits)
+        """Cycle (after issuing p's last stream) in which p's sign registers hold: 4 + chunks."""
+        return _sign_stage(self.diff_bits)
 
     def pass_cycles(self, n_params: int) -> int:
         """Cycles from ``start`` to ``done`` of a pass over n_params parameters (tested)."""
@@ -118,59 +129,79 @@ class SignRgeUpdate(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.bank = bank = PrngBank(self.n_max)
-        m.d.comb += [bank.seed.eq(self.seed), bank.step.eq(self.step), bank.first_query.eq(self.first_query),
-                     bank.start.eq(self.start)]
         n = self.n_max
+        running = Signal()     # issuing (p, i); a register, computed a cycle ahead (timing)
+        seeding = Signal()     # SEED state: the stream seeds enter the ring
 
-        # ---- a_p's sign, pipelined (timing): every arrow below ends in a register -------------------
-        # stage 1: the N PRNG words of parameter p
-        w1 = [Signal(32, name=f"w1_{i}") for i in range(n)]
-        m.d.sync += [w1[i].eq(bank.words[i]) for i in range(n)]
-        # stage 2: the byte pair sums of golden's Gaussian-like g, and the Rademacher sign bit
-        h0 = [Signal(9, name=f"h0_{i}") for i in range(n)]
-        h1 = [Signal(9, name=f"h1_{i}") for i in range(n)]
-        neg2 = [Signal(name=f"neg2_{i}") for i in range(n)]
-        for i in range(n):
-            m.d.sync += [h0[i].eq(w1[i][0:8] + w1[i][8:16]), h1[i].eq(w1[i][16:24] + w1[i][24:32]),
-                         neg2[i].eq(rademacher_negative(w1[i]))]
-        # stage 3: x_i = g (Gaussian-like), +-1 (Rademacher), 0 (query i not used): a_p = sum_i d_i x_i
-        x3 = [Signal(signed(11), name=f"x3_{i}") for i in range(n)]
-        for i in range(n):
-            g = h0[i] + h1[i] - 510                  # golden gaussian: b0 + b1 + b2 + b3 - 510
-            x = Mux(self.kind == XiKind.GAUSSIAN, g, Mux(neg2[i], -1, 1))
-            m.d.sync += x3[i].eq(Mux(i < self.n_queries, x, 0))
-        # stage 4: partial products chunk_c(d_i) * x_i (each fits one 18 x 18 multiplier).  The d_i
-        # (constant during a pass, set before start; the PRNG bank's seeding takes > N cycles) are
-        # registered here, beside the multipliers (timing: the caller's registers may be far away).
-        d_q = [Signal(signed(self.diff_bits), name=f"d_q{i}") for i in range(n)]
-        m.d.sync += [d_q[i].eq(self.d[i]) for i in range(n)]
+        # ---- stream seeds: one shared fmix32 pipeline, queries first_query .. first_query + N_max - 1 ---
+        m.submodules.seeder = seeder = StreamSeeder(1)
+        seed, step = Signal(32), Signal(32)
+        query = Signal(QUERY_BITS)
+        n_issued = Signal(range(n + 1))
+        m.d.comb += [seeder.seed.eq(seed), seeder.step.eq(step), seeder.query.eq(query),
+                     seeder.tag.eq(n_issued == n - 1), seeder.valid.eq(seeding & (n_issued < n))]
+        with m.If(seeder.valid):
+            m.d.sync += [n_issued.eq(n_issued + 1), query.eq(query + 1)]
+
+        # ---- the PRNG ring: ring[0] is word p of stream i, the word the datapath takes this cycle -----
+        # Seeding shifts in xorshift32(seed state) = word 0 of each stream, query order; a pass shifts in
+        # xorshift32(ring[0]) = word p + 1 of the stream just used, which is back at the head N_max shifts later.
+        ring = [Signal(32, name=f"ring{k}") for k in range(n)]
+        issue = Signal()       # (p, i) enters the datapath this cycle
+        with m.If(Mux(seeding, seeder.out_valid, issue)):
+            m.d.sync += [ring[k].eq(ring[k + 1]) for k in range(n - 1)]
+            m.d.sync += ring[n - 1].eq(xorshift32_value(Mux(seeding, seeder.state, ring[0])))
+
+        # ---- issue: (p, i) in golden's order, one per cycle, then an idle slot i = N_max per parameter ----
+        # (the idle slot lets the chunk sums restart by a synchronous reset instead of a multiplexer)
+        p = Signal(unsigned(self.addr_bits + 1))
+        i = Signal(range(n + 1))
+        m.d.comb += issue.eq(running & (i != n))
+        with m.If(running):
+            with m.If(i == n):
+                m.d.sync += [i.eq(0), p.eq(p + 1), running.eq(p + 1 < self.n_params)]
+            with m.Else():
+                m.d.sync += i.eq(i + 1)
+
+        # ---- a_p's sign, pipelined (timing): every arrow below ends in a register --------------------
+        # the stage number is the cycle after issuing (p, i); `last` marks i = N_max - 1
+        S = self.sign_stage()
+        v1 = Signal()
+        last = [None] + [Signal(name=f"last{k}") for k in range(1, S + 2)]
+        m.d.sync += [v1.eq(issue), last[1].eq(running & (i == n - 1))]
+        m.d.sync += [last[k].eq(last[k - 1]) for k in range(2, S + 2)]
+        # stage 1: the byte pair sums of golden's Gaussian-like g, and the Rademacher sign bit
+        h0, h1, neg1 = Signal(9), Signal(9), Signal()
+        i1 = Signal.like(i)
+        m.d.sync += [h0.eq(ring[0][0:8] + ring[0][8:16]), h1.eq(ring[0][16:24] + ring[0][24:32]),
+                     neg1.eq(rademacher_negative(ring[0])), i1.eq(i)]
+        # stage 2: x_i = g (Gaussian-like), +-1 (Rademacher), 0 (query i not used, or no (p, i) issued);
+        # d_i beside it (d is held by the caller during the pass; the multiplexer's select i1 is a register)
+        x2 = Signal(signed(11))
+        g = h0 + h1 - 510                            # golden gaussian: b0 + b1 + b2 + b3 - 510
+        x = Mux(self.kind == XiKind.GAUSSIAN, g, Mux(neg1, -1, 1))
+        m.d.sync += x2.eq(Mux(v1 & (i1 < self.n_queries), x, 0))
+        d2 = Signal(signed(self.diff_bits))
+        m.d.sync += d2.eq(self.d[i1])
+        # stage 3: partial products chunk_c(d_i) * x_i (each fits one 18 x 18 multiplier)
+        # stage 4: each chunk's running sum over i: S_c = sum_i chunk_c(d_i) x_i; reset to 0 (synchronous
+        # reset: no multiplexer) once p's sums are complete (`last`), while the idle slot's 0 product
+        # passes (x = 0 whenever nothing is issued, so the sums stay 0 between passes)
         chunks = _chunks(self.diff_bits)
         sums = []
         for c, (lo, hi) in enumerate(chunks):
-            terms = []
-            for i in range(n):
-                part = d_q[i].as_unsigned()[lo:hi]
-                part = part.as_signed() if hi == self.diff_bits else part   # the top chunk carries the sign
-                pp = Signal(signed(len(part) + 1 + 11), name=f"pp4_{c}_{i}")
-                m.d.sync += pp.eq(part * x3[i])
-                terms.append(pp)
-            # stages 5 ..: one adder-tree level per stage
-            level = 0
-            while len(terms) > 1:
-                level += 1
-                nxt = []
-                for j in range(0, len(terms), 2):
-                    if j + 1 < len(terms):
-                        v = terms[j] + terms[j + 1]
-                    else:
-                        v = terms[j]
-                    r = Signal(signed(len(v) if j + 1 < len(terms) else len(v) + 1), name=f"t{level}_{c}_{j // 2}")
-                    m.d.sync += r.eq(v)
-                    nxt.append(r)
-                terms = nxt
-            sums.append(terms[0])
-        # then a = sum_c S_c * 2^lo_c, one chunk per stage (the later sums wait in registers)
+            part = d2.as_unsigned()[lo:hi]
+            part = part.as_signed() if hi == self.diff_bits else part   # the top chunk carries the sign
+            pp = Signal(signed(len(part) + 1 + 11), name=f"pp3_{c}")
+            m.d.sync += pp.eq(part * x2)
+            acc = Signal(signed(len(pp) + _log2_ceil(n)), name=f"acc4_{c}")
+            with m.If(last[4]):
+                m.d.sync += acc.eq(0)
+            with m.Else():
+                m.d.sync += acc.eq(acc + pp)
+            sums.append(acc)
+        # stages 5 ..: a = sum_c S_c * 2^lo_c, one chunk per stage (the later sums wait in registers);
+        # the values matter in the stages where `last` marks p's complete sums
         acc = sums[0]
         pending = sums[1:]
         for c, (lo, _) in enumerate(chunks[1:], 1):
@@ -185,71 +216,80 @@ class SignRgeUpdate(wiring.Component):
             acc, pending = nacc, rest
         sgn_pos = Signal()
         sgn_neg = Signal()
-        m.d.sync += [sgn_pos.eq(acc > 0), sgn_neg.eq(acc < 0)]
-        S = self.sign_stage()
+        m.d.sync += [sgn_pos.eq(acc > 0), sgn_neg.eq(acc < 0)]     # stage S
 
-        # ---- the pass: issue p, delay (valid, p, bias) to the read, the sign and the write ---------
-        p = Signal(unsigned(self.addr_bits + 1))
+        # ---- read, update and write p, in order: counters stepped by p's `last` mark -------------------
+        # theta_p is read (at stage S - 2) so that it sits in a register next to its sign (stage S);
+        # the segment cursor follows the read index, its bias flag travels with p from there
+        rd_p = Signal(unsigned(self.addr_bits + 1))
+        rd_p1 = Signal(unsigned(self.addr_bits + 1))     # rd_p + 1, a register (timing: the cursor's compare)
         cur = SegmentCursor(m, self, self.max_segments)
-        running = Signal()
-        vs = [running] + [Signal(name=f"v{k}") for k in range(1, S + 2)]
-        ps = [p[:self.addr_bits]] + [Signal(unsigned(self.addr_bits), name=f"p{k}") for k in range(1, S + 2)]
-        bs = [cur.is_bias] + [Signal(name=f"b{k}") for k in range(1, S + 1)]
-        for k in range(1, S + 2):
-            m.d.sync += [vs[k].eq(vs[k - 1]), ps[k].eq(ps[k - 1])]
-        for k in range(1, S + 1):
-            m.d.sync += bs[k].eq(bs[k - 1])
-        # theta_p is read so that it sits in a register next to its sign (stage S)
-        m.d.comb += self.rd_addr.eq(ps[S - 2])
+        m.d.comb += self.rd_addr.eq(rd_p[:self.addr_bits])
+        with m.If(last[S - 2]):
+            m.d.sync += [rd_p.eq(rd_p1), rd_p1.eq(rd_p1 + 1), cur.step(rd_p1)]
+        b = {k: Signal(name=f"b{k}") for k in (S - 1, S, S + 1)}
+        m.d.sync += [b[S - 1].eq(cur.is_bias), b[S].eq(b[S - 1]), b[S + 1].eq(b[S])]
         theta = Signal(signed(self.width))
         alpha = Signal(signed(self.width))
-        m.d.sync += [theta.eq(self.rd_data), alpha.eq(Mux(bs[S - 1], self.alpha_b, self.alpha_w))]
+        m.d.sync += [theta.eq(self.rd_data), alpha.eq(Mux(b[S - 1], self.alpha_b, self.alpha_w))]
         # stage S + 1: theta - alpha * sign (both candidates from registers), stage S + 2: saturated write
         new = Signal(signed(self.width + 1))
         theta1 = Signal(signed(self.width))
         m.d.sync += [new.eq(Mux(sgn_pos, theta - alpha, Mux(sgn_neg, theta + alpha, theta))), theta1.eq(theta)]
-        sat = Mux(bs[S], saturate_value(new, self.bias), saturate_value(new, self.weight))
+        sat = Mux(b[S + 1], saturate_value(new, self.bias), saturate_value(new, self.weight))
         wr_data = Signal(signed(self.width))
         wr_en = Signal()
-        wr_addr = Signal(unsigned(self.addr_bits))
+        wr_p = Signal(unsigned(self.addr_bits))
         theta2 = Signal(signed(self.width))
-        m.d.sync += [wr_data.eq(sat), wr_en.eq(vs[S + 1]), wr_addr.eq(ps[S + 1]), theta2.eq(theta1)]
-        m.d.comb += [self.wr_addr.eq(wr_addr), self.wr_data.eq(wr_data), self.wr_en.eq(wr_en)]
-        with m.If(wr_en & (wr_data != theta2)):
-            m.d.sync += self.changed.eq(self.changed + 1)
+        m.d.sync += [wr_data.eq(sat), wr_en.eq(last[S + 1]), theta2.eq(theta1)]
+        m.d.comb += [self.wr_addr.eq(wr_p), self.wr_data.eq(wr_data), self.wr_en.eq(wr_en)]
+        with m.If(wr_en):
+            m.d.sync += wr_p.eq(wr_p + 1)
+            with m.If(wr_data != theta2):
+                m.d.sync += self.changed.eq(self.changed + 1)
         in_flight = Signal()
-        m.d.comb += in_flight.eq(Cat(*vs[1:], wr_en).any())
+        m.d.comb += in_flight.eq(Cat(*last[1:], wr_en).any())
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [p.eq(0), self.done.eq(0), self.changed.eq(0), cur.reset()]
+                    m.d.sync += [seed.eq(self.seed), step.eq(self.step), query.eq(self.first_query),
+                                 n_issued.eq(0), p.eq(0), i.eq(0), rd_p.eq(0), rd_p1.eq(1), wr_p.eq(0),
+                                 cur.reset(), self.done.eq(0), self.changed.eq(0)]
                     m.next = "SEED"
             with m.State("SEED"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(bank.ready):
+                m.d.comb += [self.busy.eq(1), seeding.eq(1)]
+                with m.If(seeder.out_valid & seeder.out_tag[0]):    # the last stream's seed enters the ring
                     m.d.sync += running.eq(self.n_params != 0)
                     m.next = "PASS"
-            with m.State("PASS"):   # running (p < n_params) is a register, computed a cycle ahead (timing)
-                m.d.comb += [self.busy.eq(1), bank.next.eq(running)]
-                with m.If(running):
-                    m.d.sync += [p.eq(p + 1), cur.step(p + 1), running.eq(p + 1 < self.n_params)]
-                with m.Elif(~in_flight):
+            with m.State("PASS"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(~running & ~in_flight):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         return m
 
 
-def _sign_stage(n_max: int, diff_bits: int) -> int:
-    return 4 + _tree_depth(n_max) + len(_chunks(diff_bits)) - 1 + 1
+def _sign_stage(diff_bits: int) -> int:
+    """Word, x_i, product, chunk sums (stages 1-4), chunks - 1 combining stages, the sign register."""
+    return 4 + len(_chunks(diff_bits))
 
 
 def signrge_pass_cycles(n_params: int, n_max: int, diff_bits: int = 49) -> int:
-    """SignRgeUpdate(n_max, diff_bits).pass_cycles(n_params) without building one."""
-    return n_params + n_max + SEEDER_LATENCY + 6 + _sign_stage(n_max, diff_bits)
+    """SignRgeUpdate(n_max, diff_bits).pass_cycles(n_params) without building one.
+
+    Cycle 0 is the start; seed requests in cycles 1..N_max, the last seed enters the ring
+    SEEDER_LATENCY cycles after its request; then N_max + 1 cycles per parameter (N_max streams and
+    the idle slot), the last parameter's last stream issued one cycle before its idle slot; its write
+    S + 2 cycles later; one cycle sees the pipeline empty, then ``done`` is up:
+    (N_max + 1) P + N_max + SEEDER_LATENCY + S + 3 (= 11 P + 25 for N_max = 10 and 49-bit d_i: S = 7).
+    """
+    if n_params == 0:    # seeding, then the pass finds nothing to issue: done two cycles later
+        return n_max + SEEDER_LATENCY + 2
+    return (n_max + 1) * n_params + n_max + SEEDER_LATENCY + _sign_stage(diff_bits) + 3
 
 
-def _tree_depth(n: int) -> int:
+def _log2_ceil(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 

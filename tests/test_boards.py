@@ -372,7 +372,7 @@ def test_full_design_perf_from_simulated_cycles():
     #                                 sample, + the perturber's drain per load pass
     #                                + the loss unit's longer latency on the last sample
     fwd += 3 + 1                   # + the trainer's banked batch read and logits register (FULL_R6_TRAINER_GLUE_CYCLES)
-    upd = 3962 + 10 + 4 + 18       # the pipelined update pass: n_params + N_max + ceil(log2 N_max) + 18
+    upd = 11 * 3962 + 10 + 3 + 12  # the serial update pass: (N_max + 1) n_params + N_max + C + 12, C = 3 chunks of d
     assert pm.step_cycles == pytest.approx(11 * fwd + upd, abs=6)   # F rounded
     from ttzo.boards import perf
     from ttzo.rtl.perturb import Perturber

@@ -11,8 +11,10 @@ from amaranth import Elaboratable, Module, signed
 from amaranth.lib import memory
 
 from ttzo.golden import prng, zo_fixed
+from ttzo.golden.fixed import QFormat
 from ttzo.golden.formats import DEFAULT_CONFIG
 from ttzo.rtl.perturb import XiKind
+from ttzo.rtl.prng import SEEDER_LATENCY
 from ttzo.rtl.zo_update import CgeUpdate, Rounding, SignRgeUpdate
 from ttzo.sim.tb_zo_amsim import run
 from ttzo.sim.tb_zo_golden import step_codes
@@ -58,8 +60,9 @@ def golden_signrge_update(net, theta, d, seed, step, kind, alpha_w, alpha_b):
     return new
 
 
-def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b, first_query=0, diff_bits=49):
-    eng = SignRgeUpdate(n_max, diff_bits, max_segments=16, n_params_max=1024)
+def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b, first_query=0, diff_bits=49,
+                      weight=DEFAULT_CONFIG.weight, bias=DEFAULT_CONFIG.bias, n_params_max=1024):
+    eng = SignRgeUpdate(n_max, diff_bits, max_segments=16, n_params_max=n_params_max, weight=weight, bias=bias)
     top = WithMemory(eng, theta)
     out: dict = {}
 
@@ -87,6 +90,21 @@ def _simulate_signrge(theta, segs, d, n_max, seed, step, kind, alpha_w, alpha_b,
     return out
 
 
+def documented_pass_cycles(n_params: int, n_max: int, diff_bits: int) -> int:
+    """docs/rtl-zo.md: cycles counted from the start cycle (0).  Seed requests in cycles 1..N_max, the
+    last seed enters the ring SEEDER_LATENCY cycles after its request; N_max issue cycles and one idle
+    cycle per parameter, so the last stream of the last parameter is issued one cycle before the end
+    of the (N_max + 1) P cycles; its pipeline (x_i's parts, x_i, product, chunk sums, C - 1 chunk
+    combinations, sign: S = 4 + C stages; theta - alpha*sign, the write: S + 2); a cycle sees it
+    empty, then ``done`` is up."""
+    chunks = math.ceil((diff_bits - 18) / 17) + 1 if diff_bits > 18 else 1     # 17-bit multiplier chunks of d_i
+    seeded = n_max + SEEDER_LATENCY
+    if n_params == 0:          # the first pass cycle finds nothing to issue and registers done
+        return seeded + 2
+    last_issue = seeded + (n_max + 1) * n_params - 1
+    return last_issue + (4 + chunks + 2) + 2
+
+
 @pytest.mark.parametrize("kind,N,n_max", [("rademacher", 10, 10), ("rademacher", 3, 5), ("gaussian", 4, 4)])
 def test_signrge_update_matches_golden(kind: str, N: int, n_max: int) -> None:
     net = small_mnist_net()
@@ -109,15 +127,16 @@ def test_signrge_update_matches_golden(kind: str, N: int, n_max: int) -> None:
     np.testing.assert_array_equal(got["theta"], want)
     assert got["changed"] == int(np.sum(want != theta))
     assert np.any(want == theta) and np.any(want != theta)
-    # the documented pass time (49-bit d_i: three multiplier chunks, a ceil(log2 N_max)-level adder tree)
-    assert got["cycles"] == got["pass_cycles"] == net.n_params + n_max + 18 + math.ceil(math.log2(n_max))
+    # the documented pass time (49-bit d_i: three multiplier chunks; N_max + 1 cycles per parameter)
+    assert got["cycles"] == got["pass_cycles"] == documented_pass_cycles(net.n_params, n_max, 49)
+    assert documented_pass_cycles(net.n_params, n_max, 49) == (n_max + 1) * net.n_params + n_max + 15
 
 
 @pytest.mark.parametrize("kind,d,n_max,diff_bits", [
     # equal d across the 17-bit multiplier chunks: a_p is exactly 0 whenever the two signs differ
     ("rademacher", [(1 << 47) + (1 << 34) + (1 << 17) + 1] * 2, 2, 49),
     ("rademacher", [-(1 << 48), (1 << 48) - 1, 5], 3, 49),      # the rails of a 49-bit difference
-    ("gaussian", [-(3 << 40) - 12345], 1, 49),                  # N_max = 1: no adder tree
+    ("gaussian", [-(3 << 40) - 12345], 1, 49),                  # N_max = 1: a parameter every 2 cycles
     ("gaussian", [(1 << 33) - 1, -(1 << 34), 77, -1, 1], 6, 35),  # two chunks, one query unused
 ])
 def test_signrge_update_corner_differences(kind, d, n_max, diff_bits) -> None:
@@ -130,7 +149,7 @@ def test_signrge_update_corner_differences(kind, d, n_max, diff_bits) -> None:
     np.testing.assert_array_equal(got["theta"], want)
     assert got["changed"] == int(np.sum(want != theta))
     chunks = 3 if diff_bits == 49 else 2     # 17-bit multiplier chunks of d_i
-    assert got["cycles"] == got["pass_cycles"] == net.n_params + n_max + 15 + math.ceil(math.log2(n_max)) + chunks
+    assert got["cycles"] == got["pass_cycles"] == (n_max + 1) * net.n_params + n_max + SEEDER_LATENCY + chunks + 7
     if len(d) == 2 and d[0] == d[1]:
         assert 0 < got["changed"] < net.n_params   # about half the parameters see a_p = 0
 
@@ -141,6 +160,127 @@ def test_signrge_equal_losses_leave_parameters_unchanged() -> None:
     got = _simulate_signrge(theta, segments(net), np.zeros(4, dtype=np.int64), 4, 1, 2, XiKind.RADEMACHER, 41, 5)
     np.testing.assert_array_equal(got["theta"], theta)
     assert got["changed"] == 0
+
+
+def test_signrge_passes_back_to_back() -> None:
+    """Three passes on one engine (a 0-parameter pass, then two steps with other d, N, kind and step): each
+    starts from clean state (ring, chunk sums, counters, cursor) and equals golden applied in turn."""
+    net = small_mnist_net()
+    segs = segments(net)
+    theta0 = net.flatten(net.quantize(net.init(np.random.default_rng(9)), DEFAULT_CONFIG))
+    eng = SignRgeUpdate(4, 49, max_segments=16, n_params_max=1024)
+    top = WithMemory(eng, theta0)
+    rng = np.random.default_rng(10)
+    passes = [(rng.integers(-(1 << 44), 1 << 44, size=4), 21, "gaussian"),
+              (rng.integers(-(1 << 44), 1 << 44, size=2), 22, "rademacher")]
+    got = []
+
+    async def bench(ctx):
+        for k, (s_, _, b) in enumerate(segs):
+            ctx.set(eng.seg_start[k], s_)
+            ctx.set(eng.seg_bias[k], b)
+        ctx.set(eng.n_segments, len(segs))
+        ctx.set(eng.seed, 77)
+        ctx.set(eng.alpha_w, 41)
+        ctx.set(eng.alpha_b, 5)
+        ctx.set(eng.n_params, 0)
+        ctx.set(eng.n_queries, 4)
+        got.append((await _run_pass(ctx, eng), ctx.get(eng.changed)))
+        ctx.set(eng.n_params, len(theta0))
+        for d, step, kind in passes:
+            for i, v in enumerate(d):
+                ctx.set(eng.d[i], int(v))
+            ctx.set(eng.n_queries, len(d))
+            ctx.set(eng.step, step)
+            ctx.set(eng.kind, XiKind.GAUSSIAN if kind == "gaussian" else XiKind.RADEMACHER)
+            cycles = await _run_pass(ctx, eng)
+            got.append((cycles, ctx.get(eng.changed), np.array([ctx.get(top.mem.data[i]) for i in range(len(theta0))])))
+
+    run(top, bench)
+    assert got[0] == (documented_pass_cycles(0, 4, 49), 0)
+    theta = theta0
+    for (d, step, kind), (cycles, changed, after) in zip(passes, got[1:]):
+        want = golden_signrge_update(net, theta, d, 77, step, kind, 41, 5)
+        np.testing.assert_array_equal(after, want)
+        assert changed == int(np.sum(want != theta)) and cycles == documented_pass_cycles(net.n_params, 4, 49)
+        theta = want
+
+
+def golden_signrge_reference(theta, pf, d, seed, step, kind, alpha, first_query):
+    """golden's update with the streams of queries first_query.. (prng.perturbations):
+    sat(theta - alpha * sign(d @ xi))."""
+    xi = prng.perturbations(seed, step, len(d), theta.size, kind, first_query)
+    return pf.sat(theta - alpha * np.sign(np.asarray(d, dtype=np.int64) @ xi))
+
+
+NARROW_BIAS = QFormat(12, 8)    # a bias format other than the cores': each parameter's own saturation
+
+
+@st.composite
+def signrge_cases(draw):
+    """Segments of 1..5 parameters (cores and biases), codes incl. both rails, N <= N_max <= 5, any d_i width."""
+    n_seg = draw(st.integers(1, 5))
+    lens = [draw(st.integers(1, 5)) for _ in range(n_seg)]
+    bias = [draw(st.booleans()) for _ in range(n_seg)]
+    segs = [(int(s), n, b) for s, n, b in zip(np.cumsum([0] + lens[:-1]), lens, bias)]
+    is_bias = np.repeat(bias, lens)
+    wf, bf = DEFAULT_CONFIG.weight, draw(st.sampled_from([DEFAULT_CONFIG.bias, NARROW_BIAS]))
+    theta = np.array([draw(st.one_of(st.integers(f.min_code, f.max_code), st.sampled_from([f.min_code, f.max_code])))
+                      for f in (bf if b else wf for b in is_bias)], dtype=np.int64)
+    pf = zo_fixed.ParamFormats(is_bias, np.where(is_bias, bf.min_code, wf.min_code),
+                               np.where(is_bias, bf.max_code, wf.max_code), wf, bf)
+    diff_bits = draw(st.sampled_from([12, 18, 19, 35, 49]))
+    lim = 1 << (diff_bits - 1)
+    n_max = draw(st.integers(1, 5))
+    n = draw(st.integers(1, n_max))
+    d = np.array([draw(st.one_of(st.integers(-lim, lim - 1), st.sampled_from([-lim, lim - 1, 0, 1, -1])))
+                  for _ in range(n)], dtype=np.int64)
+    return (segs, pf, theta, d, n_max, diff_bits, draw(st.sampled_from(["rademacher", "gaussian"])),
+            draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 1 << 19)), draw(st.integers(0, 40)),
+            draw(st.integers(1, 300)), draw(st.integers(1, 300)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(signrge_cases())
+def test_signrge_update_property(case) -> None:
+    """Any segment layout, format pair, codes, N <= N_max, d_i width, kind and first query: the pass equals golden."""
+    segs, pf, theta, d, n_max, diff_bits, kind, seed, step, first_query, alpha_w, alpha_b = case
+    alpha_b = min(alpha_b, pf.bias.max_code)
+    alpha = np.where(pf.is_bias, alpha_b, alpha_w)
+    want = golden_signrge_reference(theta, pf, d, seed, step, kind, alpha, first_query)
+    if first_query == 0:   # the reference is golden's signrge_step itself
+        losses = np.concatenate([[0], d])
+        same, _ = zo_fixed.signrge_step(lambda t: losses[:len(t)], theta, seed, step, len(d), alpha, alpha, pf, kind)
+        np.testing.assert_array_equal(same, want)
+    got = _simulate_signrge(theta, segs, d, n_max, seed, step, XiKind.GAUSSIAN if kind == "gaussian" else
+                            XiKind.RADEMACHER, alpha_w, alpha_b, first_query, diff_bits, pf.weight, pf.bias,
+                            n_params_max=32)
+    np.testing.assert_array_equal(got["theta"], want)
+    assert got["changed"] == int(np.sum(want != theta))
+    assert got["cycles"] == got["pass_cycles"] == documented_pass_cycles(theta.size, n_max, diff_bits)
+
+
+@pytest.mark.parametrize("n_max", [1, 3])
+def test_signrge_update_saturates_each_parameter_in_its_own_format(n_max: int) -> None:
+    """Cores (s16.13) and biases (s12.8) alternate in short segments, every code on a rail, a step of 600
+    that leaves the narrow format: each parameter saturates in its own format, also at segment boundaries."""
+    lens, bias = [3, 1, 2, 1, 1, 4, 1], [False, True, False, True, False, True, False]
+    segs = [(int(s), n, b) for s, n, b in zip(np.cumsum([0] + lens[:-1]), lens, bias)]
+    is_bias = np.repeat(bias, lens)
+    wf, bf = DEFAULT_CONFIG.weight, NARROW_BIAS
+    pf = zo_fixed.ParamFormats(is_bias, np.where(is_bias, bf.min_code, wf.min_code),
+                               np.where(is_bias, bf.max_code, wf.max_code), wf, bf)
+    theta = np.where(np.arange(is_bias.size) % 2 == 0, pf.hi, pf.lo)
+    d = np.array([5, -7, 3][:n_max], dtype=np.int64)
+    moved = []
+    for seed in range(8):
+        want = golden_signrge_reference(theta, pf, d, seed, 3, "rademacher", 600, 2)
+        got = _simulate_signrge(theta, segs, d, n_max, seed, 3, XiKind.RADEMACHER, 600, 600, 2, 49, wf, bf,
+                                n_params_max=32)
+        np.testing.assert_array_equal(got["theta"], want)
+        moved.append(want != theta)
+    moved = np.array(moved)
+    assert moved.any(axis=0).all() and (~moved).any(axis=0).all()   # every parameter both stays and moves
 
 
 def golden_cge_update(theta, b, pf, k_code, k_shift, rounding: str, seed: int, step: int) -> np.ndarray:

@@ -5,9 +5,11 @@ session's routed run: 1,509 at iteration 9, 88 at 25, 0 at 191) or settles in th
 thousands and then climbs again (767 at iteration 26, 1,752 at 46; 2,053 -> 2,452).  nextpnr has no
 iteration limit of its own, so a stuck run only ends when someone kills it.  :class:`RouterWatch`
 reads the ``iter=N wires=W overused=K`` lines of nextpnr's log and calls a run stalled when the best
-count has not improved for ``patience`` iterations while still at or above ``floor`` (a run close to
-zero keeps going: the last few dozen wires take many iterations); the build then tries the next
-seed (docs/boards.md, "Flow").  Same idea as CFU-Playground's many-seeds workaround for the same
+count has not improved for ``patience`` iterations while still at or above ``floor``, or for
+``long_patience`` iterations at any count (a run close to zero gets longer: the routed run's last
+few dozen wires took up to 46 iterations per new best; the seventh session's first build sat at
+60-110 from iteration 78 and climbed to 389 by 200); the build then tries the next seed
+(docs/boards.md, "Flow").  Same idea as CFU-Playground's many-seeds workaround for the same
 nextpnr behaviour, but sequential, for a 2-core machine.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ class RouterWatch:
     patience: int = 15        # iterations without a new best before giving up
     floor: int = 200          # ... but only while the best is at least this many overused wires
     min_iter: int = 20        # never before this iteration (the first ten are a steep descent)
+    long_patience: int = 80   # iterations without a new best at any count
     history: list[tuple[int, int]] = field(default_factory=list)   # (iteration, overused)
 
     def feed(self, text: str) -> None:
@@ -47,7 +50,8 @@ class RouterWatch:
             return None
         it, over = self.history[-1]
         b_it, b_over = self.best()
-        if it >= self.min_iter and b_over >= self.floor and it - b_it >= self.patience:
+        if it >= self.min_iter and (b_over >= self.floor and it - b_it >= self.patience
+                                    or b_over > 0 and it - b_it >= self.long_patience):
             return (f"router2 is not converging: best {b_over} overused wires at iteration {b_it}, "
                     f"{over} at iteration {it} ({it - b_it} iterations without improvement)")
         return None

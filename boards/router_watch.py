@@ -7,8 +7,9 @@ iteration limit of its own, so a stuck run only ends when someone kills it.  :cl
 reads the ``iter=N wires=W overused=K`` lines of nextpnr's log and calls a run stalled when the best
 count has not improved for ``patience`` iterations while still at or above ``floor``, or for
 ``long_patience`` iterations at any count (a run close to zero gets longer: the routed run's last
-few dozen wires took up to 46 iterations per new best; the seventh session's first build sat at
-60-110 from iteration 78 and climbed to 389 by 200); the build then tries the next seed
+few dozen wires took up to 46 iterations per new best, and such iterations take seconds; the seventh
+session's first build sat at 60-110 from iteration 78 and climbed to 389 by 200, and a later seed
+reached 16 at iteration 120 and no better by 202); the build then tries the next seed
 (docs/boards.md, "Flow").  Same idea as CFU-Playground's many-seeds workaround for the same
 nextpnr behaviour, but sequential, for a 2-core machine.
 """
@@ -28,7 +29,7 @@ class RouterWatch:
     patience: int = 15        # iterations without a new best before giving up
     floor: int = 200          # ... but only while the best is at least this many overused wires
     min_iter: int = 20        # never before this iteration (the first ten are a steep descent)
-    long_patience: int = 80   # iterations without a new best at any count
+    long_patience: int = 120  # iterations without a new best at any count
     history: list[tuple[int, int]] = field(default_factory=list)   # (iteration, overused)
 
     def feed(self, text: str) -> None:

@@ -47,7 +47,7 @@ def test_a_run_close_to_zero_keeps_going():
 
 def test_a_run_stuck_close_to_zero_stalls_after_long_patience():
     """The seventh session's first build: best 60 at iteration 78, then 60-110 and climbing."""
-    w = RouterWatch(patience=15, floor=200, long_patience=80)
+    w = RouterWatch(patience=15, floor=200, long_patience=80)      # 120 by default
     counts = [40000 // i for i in range(1, 78)] + [60] + [61 + (k % 50) for k in range(79)]   # iterations 1..157
     w.feed(_log(counts))
     assert w.stalled() is None                      # 79 iterations after the best

@@ -223,16 +223,18 @@ def _place_and_route(result: BuildResult, pnr_sh: str, log: Path, env: dict[str,
 
 def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
           rank: int | None = None, core: str | None = None, verilog_only: bool = False,
-          clock_mhz: float | None = None, seeds: tuple[int, ...] = (1,), watch_router: bool = True) -> BuildResult:
+          clock_mhz: float | None = None, seeds: tuple[int, ...] | None = None,
+          watch_router: bool = True) -> BuildResult:
     """Elaborate, export and (where the open tools reach) synthesise, place and route one board.
 
-    ``seeds``: nextpnr seeds tried in order; with ``watch_router`` a run whose router stops converging
-    (boards/router_watch.py) is stopped and the next seed tried.
+    ``seeds``: nextpnr seeds tried in order (default: the profile's ``pnr_seeds``); with
+    ``watch_router`` a run whose router stops converging (boards/router_watch.py) is stopped and the
+    next seed tried.
     """
-    seeds = tuple(seeds)
+    profile = board if isinstance(board, BoardProfile) else get_profile(board)
+    seeds = profile.pnr_seeds if seeds is None else tuple(seeds)
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be one or more non-negative integers, got {seeds!r}")
-    profile = board if isinstance(board, BoardProfile) else get_profile(board)
     if (core or profile.default_core) == "full" and lanes not in (None, FULL_LANES):
         raise ValueError(f"--lanes {lanes}: the full design has {FULL_LANES} lanes (the host compiles the "
                          f"ttzo-mnist-rR program for {FULL_LANES}); use --core stand-in to size a proxy")

@@ -11,9 +11,8 @@ word 0 is on the output at once and one word is consumed per cycle.
 register path holds more than one hard multiplier or one short chain of adds.
 :class:`PrngBank` holds N streams (queries first_query..first_query+N-1 of one step), seeds
 them one after another through one shared seeder (N + latency cycles) and then advances all N
-in lock step: N parallel xi words per cycle.  The signRGE update no longer uses it (since the
-seventh session rtl/zo_update.SignRgeUpdate keeps a ring of N_max stream states and takes one xi
-a cycle); it stays as a tested block for designs that want all N words at once.
+in lock step: N parallel xi words a cycle (the signRGE update no longer uses it: since the seventh
+session rtl/zo_update.SignRgeUpdate keeps a ring of N_max stream states, one xi a cycle).
 """
 
 from amaranth import Cat, Module, Mux, Signal, Value

@@ -127,3 +127,15 @@ def test_cli_seed_option(capsys):
     import argparse
     with pytest.raises(argparse.ArgumentTypeError, match="expected integers"):
         _seeds("1,x")
+
+
+def test_every_profile_has_seeds_and_the_cli_defaults_to_them():
+    import argparse
+    from ttzo.boards.profiles import PROFILES
+    from ttzo.host.commands.build import register
+    for p in PROFILES.values():
+        assert p.pnr_seeds and all(isinstance(s, int) and s >= 0 for s in p.pnr_seeds), p.name
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers())
+    assert ap.parse_args(["build", "--board", "ulx3s-85f"]).seed is None          # -> the profile's seeds
+    assert ap.parse_args(["build", "--board", "ulx3s-85f", "--seed", "7,8"]).seed == (7, 8)

@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measured lane utilisation for the cycle model (default: 0.9 assumed)")
     p.add_argument("--no-golden", action="store_true", help="skip timing the golden model on this CPU")
     p.add_argument("--golden-steps", type=int, default=3, help="golden signRGE steps to time (default 3)")
-    p.add_argument("--seed", type=_seeds, default=(1,), metavar="N[,N...]",
-                   help="nextpnr seeds, tried in order until routing converges (default 1)")
+    p.add_argument("--seed", type=_seeds, default=None, metavar="N[,N...]",
+                   help="nextpnr seeds, tried in order until routing converges (default: the board "
+                        "profile's, e.g. 4,1,2,3 on ulx3s-85f)")
     p.add_argument("--no-router-watch", action="store_true",
                    help="let nextpnr's router run until it finishes, even when it stops converging")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")

@@ -192,6 +192,20 @@ def overrides(profile: BoardProfile) -> dict[str, str]:
     return {}
 
 
+class sigterm_as_interrupt:
+    """Within this block SIGTERM raises KeyboardInterrupt, so `_run` stops its tool's process group
+    (a killed `ttzo build` would otherwise leave nextpnr running in its own session).  Main thread only."""
+
+    def __enter__(self) -> "sigterm_as_interrupt":
+        def handler(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        self._old = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._old)
+
+
 def _set_seed(script: Path, seed: int) -> None:
     """Rewrite the place-and-route script's ``--seed N``."""
     text, n = re.subn(r"--seed \d+", f"--seed {seed}", script.read_text())

@@ -139,3 +139,36 @@ def test_every_profile_has_seeds_and_the_cli_defaults_to_them():
     register(ap.add_subparsers())
     assert ap.parse_args(["build", "--board", "ulx3s-85f"]).seed is None          # -> the profile's seeds
     assert ap.parse_args(["build", "--board", "ulx3s-85f", "--seed", "7,8"]).seed == (7, 8)
+
+
+KILL_SCRIPT = r"""
+import os, sys
+from pathlib import Path
+from ttzo.boards import build as B
+d = Path(sys.argv[1])
+(d / "loop.sh").write_text("i=0; while true; do echo $i >> ticks.txt; i=$((i+1)); sleep 0.01; done\n")
+with B.sigterm_as_interrupt():
+    try:
+        B._run(["sh", "loop.sh"], d, d / "build.log", dict(os.environ))
+    except KeyboardInterrupt:
+        (d / "interrupted").write_text("yes")
+"""
+
+
+def test_sigterm_to_the_build_stops_its_tool(tmp_path):
+    """`ttzo build` killed with SIGTERM must not leave its nextpnr (own process group) running."""
+    import signal
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)])
+    ticks = tmp_path / "ticks.txt"
+    t0 = time.monotonic()
+    while not ticks.exists() and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert (tmp_path / "interrupted").read_text() == "yes"
+    n = len(ticks.read_text().splitlines())
+    time.sleep(0.3)
+    assert len(ticks.read_text().splitlines()) == n       # the tool's loop is gone too

@@ -54,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from ttzo.boards.perf import golden_step_seconds
     from ttzo.boards.report import make_report, markdown, write_report
 
-    from ttzo.boards.build import DoesNotFit
+    from ttzo.boards.build import DoesNotFit, sigterm_as_interrupt
     command = "ttzo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     try:
-        result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
-                       verilog_only=args.verilog_only, clock_mhz=args.clock, seeds=args.seed,
-                       watch_router=not args.no_router_watch)
+        with sigterm_as_interrupt():      # a killed build stops its Yosys/nextpnr too
+            result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
+                           verilog_only=args.verilog_only, clock_mhz=args.clock, seeds=args.seed,
+                           watch_router=not args.no_router_watch)
+    except KeyboardInterrupt:
+        print("ttzo build: interrupted; the running tool was stopped", file=sys.stderr)
+        return 130
     except DoesNotFit as exc:            # report what synthesis needs against what the device has
         rep = make_report(exc.result, None, command=command)
         rep["fits"] = False

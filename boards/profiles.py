@@ -145,8 +145,8 @@ PROFILES: dict[str, BoardProfile] = {
             platform_factory=_ulx3s_85f, osc_hz=25e6, clock_hz=60e6, goal_hz=100e6, uart_baud=3_000_000,
             lanes=32, rank=6,
             # 60 MHz (PLL 25 -> 60 MHz, UART divisor 20: exactly 3 Mbaud): seed 5 routed this netlist
-            # (command processor reply word in two registered levels) at 60.46 MHz with a 60 MHz target
-            # in the eighth session (docs/boards.md); nextpnr is deterministic for a netlist and seed.
+            # at 61.18 MHz with a 60 MHz target in the eighth session (docs/boards.md, "Eighth
+            # session"); nextpnr is deterministic for a netlist and seed.
             # The rest are fallbacks for a changed netlist, each stopped by the router watchdog if it
             # stalls (seed 4 routed the seventh session's netlist at 52.1 MHz)
             pnr_seeds=(5, 4, 1, 2, 3),

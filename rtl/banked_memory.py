@@ -18,12 +18,39 @@ multiplexer after the block RAMs.  Addresses are flat; bank b holds words b*bank
 routed critical path of the full ECP5 design (the batch's write data to its block RAMs, 16.8 ns of
 routing; docs/boards.md).  Each group's registers load only on a write into that group, so Yosys
 cannot merge the copies back into one.
+
+On an ECP5 (platform family ``ecp5``), with one pipelined read port, at most one write port, no
+plain read port, words of at most 9 bits, banks of at most 2048 words and no initial contents, each
+bank is a DP16KD instance (write on port A, read on port B) whose own output register
+(``REGMODE_B = "OUTREG"``, reset with ``sync``) is the bank register.  Why: Yosys maps a
+``lib.memory`` read port that is not transparent to a write port on the other block-RAM port by
+*emulating* read-before-write: it delays every write by a cycle and adds soft bypass logic, a
+registered "collision" flag (delayed write enable and a compare of the write address with the
+combinational read address) that selects the delayed write data instead of the RAM's output in a LUT
+before the bank register.  That flag's input was the routed critical path of the full design
+(16.5 ns, ``core.trainer.inputs.bankNN.0.0_DOB0_TRELLIS_FF_Q_DI``).  The instance has none of it:
+block RAM output register -> the bank multiplexer -> the selected register.  The one difference in
+behaviour: a pipelined read of the word that port A writes in the same cycle (the write's landing
+cycle: one cycle after ``en`` with ``write_group``) returns undefined data on the hardware instead of
+the old word.  Forward passes never do that (they read the active batch bank, host writes go to the
+idle one); a host read of the batch (rtl/zo_trainer's ``batch_rd_addr``) would, only if a host write
+of the same word landed in the cycle its read is issued.  Everywhere else (simulation, cosimulation, other FPGAs) the plain Amaranth
+version is built; ``tests/test_rtl_banked_memory.py`` checks the instance's wiring against a
+behavioural model of the primitive (sim/models/ecp5_dp16kd.v) in Icarus.
 """
 from __future__ import annotations
 
 from amaranth import Array, Module, Signal
-from amaranth.hdl import Elaboratable
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, ResetSignal
 from amaranth.lib import memory
+
+#: DP16KD geometry used by the ECP5 instance: 2048 words of 9 bits (address bits ADx3..ADx13)
+DP16KD_DEPTH, DP16KD_WIDTH = 2048, 9
+
+
+def uses_ecp5_bram(platform) -> bool:
+    """True when elaborating for an ECP5 (eligible banks are DP16KD instances with the output register)."""
+    return platform is not None and getattr(platform, "family", None) == "ecp5"
 
 
 class _Port:
@@ -83,15 +110,26 @@ class BankedMemory(Elaboratable):
         self._writes.append(p)
         return p
 
+    def _uses_dp16kd(self, platform) -> bool:
+        """The ECP5 instance path (module doc): only the configuration the trainer's batch uses."""
+        return (uses_ecp5_bram(platform) and len(self._piped) == 1 and not self._reads and len(self._writes) <= 1
+                and len(Signal(self.shape)) <= DP16KD_WIDTH and self.bank_depth <= DP16KD_DEPTH
+                and not any(any(int(v) for v in bank.init) for bank in self.banks))
+
     def elaborate(self, platform) -> Module:
         m = Module()
         bb, nb = self.bank_bits, self.n_banks
+        dp16kd = self._uses_dp16kd(platform)
 
         def bank_of(addr):
             return addr[bb:] if nb > 1 else 0
 
         for b, bank in enumerate(self.banks):
-            m.submodules[f"bank{b}"] = bank
+            if dp16kd:
+                bank._MustUse__silence = True    # replaced by a DP16KD instance: not elaborated
+            else:
+                m.submodules[f"bank{b}"] = bank
+        bank_writes: list[list[tuple]] = [[] for _ in range(nb)]    # per bank: (addr, data, en) of each write port
         for i, w in enumerate(self._writes):
             g = self.write_group or nb
             for first in range(0, nb, g):
@@ -110,9 +148,13 @@ class BankedMemory(Elaboratable):
                     with m.If(hit):
                         m.d.sync += [addr.eq(w.addr), data_.eq(w.data)]
                 for b in group:
-                    bw = self.banks[b].write_port()
-                    m.d.comb += [bw.addr.eq(addr[:bb]), bw.data.eq(data_),
-                                 bw.en.eq(en & (bank_of(addr) == b) if nb > 1 else en)]
+                    bank_writes[b].append((addr[:bb], data_, en & (bank_of(addr) == b) if nb > 1 else en))
+        if dp16kd:
+            return self._elaborate_dp16kd(m, bank_writes, bank_of)
+        for b, bank in enumerate(self.banks):
+            for addr, data_, en in bank_writes[b]:
+                bw = bank.write_port()
+                m.d.comb += [bw.addr.eq(addr), bw.data.eq(data_), bw.en.eq(en)]
         for i, r in enumerate(self._reads):
             sel = Signal(range(max(2, nb)), name=f"rd{i}_bank")
             with m.If(r.en):
@@ -135,4 +177,46 @@ class BankedMemory(Elaboratable):
                 m.d.sync += q.eq(br.data)
                 regs.append(q)
             m.d.sync += r.data.eq(Array(regs)[sel2] if nb > 1 else regs[0])
+        return m
+
+    def _elaborate_dp16kd(self, m: Module, bank_writes, bank_of) -> Module:
+        """One DP16KD per bank, 2048 x 9 on both ports: port A writes, port B reads every cycle into
+        its output register (the bank register ``prd0_q{b}`` of the generic version)."""
+        r = self._piped[0]
+        nb, bb = self.n_banks, self.bank_bits
+        width = len(r.data)
+        abits = (DP16KD_DEPTH - 1).bit_length()
+        sel1 = Signal(range(max(2, nb)), name="prd0_bank1")
+        sel2 = Signal.like(sel1, name="prd0_bank2")
+        m.d.sync += [sel1.eq(bank_of(r.addr)), sel2.eq(sel1)]
+        zero = Const(0, 1)
+        rd_addr = Signal(abits, name="prd0_bank_addr")
+        m.d.comb += rd_addr.eq(r.addr[:bb])
+        regs = []
+        for b in range(nb):
+            q = Signal(DP16KD_WIDTH, name=f"prd0_q{b}")
+            wa, wd, we = Signal(abits, name=f"bank{b}_wa"), Signal(DP16KD_WIDTH, name=f"bank{b}_wd"), \
+                Signal(name=f"bank{b}_we")
+            if bank_writes[b]:
+                addr, data_, en = bank_writes[b][0]
+                m.d.comb += [wa.eq(addr), wd.eq(data_.as_unsigned()), we.eq(en)]
+            ports = {"i_CLKA": ClockSignal("sync"), "i_CEA": Const(1, 1), "i_OCEA": Const(1, 1), "i_WEA": we,
+                     "i_RSTA": zero, "i_CLKB": ClockSignal("sync"), "i_CEB": Const(1, 1), "i_OCEB": Const(1, 1),
+                     "i_WEB": zero, "i_RSTB": ResetSignal("sync")}
+            for k in range(3):
+                ports.update({f"i_CSA{k}": zero, f"i_CSB{k}": zero, f"i_ADA{k}": zero, f"i_ADB{k}": zero})
+            for k in range(abits):
+                ports.update({f"i_ADA{k + 3}": wa[k], f"i_ADB{k + 3}": rd_addr[k]})
+            for k in range(18):
+                ports[f"i_DIA{k}"] = wd[k] if k < DP16KD_WIDTH else zero
+                ports[f"i_DIB{k}"] = zero
+            for k in range(DP16KD_WIDTH):
+                ports[f"o_DOB{k}"] = q[k]
+            params = {"p_DATA_WIDTH_A": DP16KD_WIDTH, "p_DATA_WIDTH_B": DP16KD_WIDTH,
+                      "p_REGMODE_A": "NOREG", "p_REGMODE_B": "OUTREG", "p_RESETMODE": "SYNC",
+                      "p_ASYNC_RESET_RELEASE": "SYNC", "p_CSDECODE_A": "0b000", "p_CSDECODE_B": "0b000",
+                      "p_WRITEMODE_A": "NORMAL", "p_WRITEMODE_B": "NORMAL", "p_GSR": "DISABLED"}
+            m.submodules[f"bank{b}"] = Instance("DP16KD", **params, **ports)
+            regs.append(q[:width])
+        m.d.sync += r.data.eq(Array(regs)[sel2] if nb > 1 else regs[0])
         return m

@@ -8,8 +8,9 @@ fails any check changes no memory, register or operation state (docs/protocol.md
 Engine interface (what the integration wires to the compute engines):
 
 * ``mem_<region>`` per region of the identify record: word ports ``w_addr, w_data, w_en`` (write,
-  registered: ``w_en`` pulses one cycle) and ``r_addr -> r_data`` (read: the address is held until
-  the byte is sent and the data is taken ``read_latency`` cycles after it, so a lib.memory read port
+  registered: ``w_en`` pulses one cycle) and ``r_addr -> r_data`` (read: the address, a register,
+  is held until the byte is sent and the data is taken ``read_latency`` cycles after it (or later;
+  ``r_data`` must stay valid while the address holds), so a lib.memory read port
   with transparent_for=() (1) or a pipelined one, e.g. BankedMemory's (3), fits).  Words are
   little-endian groups of the region's width (8, 16 or 32).
 * ``config``: the configuration register file (n_config x 32 bit), written by CONFIGURE, cleared
@@ -26,8 +27,9 @@ Engine interface (what the integration wires to the compute engines):
 
 Timing (the full ECP5 design's routing, docs/boards.md): a request is decoded in three registered
 cycles (payload length, range flags, checks), and each reply byte is built in a short pipeline
-(address, register group, register word, byte) before the encoder, so no path runs from a register
-file or a block RAM's multiplexer through the reply's byte select into the CRC.
+(address, register group, register word, byte; region address, region word, byte) before the
+encoder, so no path runs from a register file or a block RAM's multiplexer through the reply's byte
+select into the CRC.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, memory, stream, wiring
@@ -171,11 +173,10 @@ class CommandProcessor(wiring.Component):
 
         # Range and length checks, registered in FLAGS (a cycle before CHECK uses them): each is an
         # adder and a comparator; in CHECK they would sit in series with the priority chain below.
-        len_bad, w_range_bad, r_range_bad, c_range_bad, g_range_bad = (
-            Signal(name=n_) for n_ in ("len_bad", "w_range_bad", "r_range_bad", "c_range_bad", "g_range_bad"))
+        w_range_bad, r_range_bad, c_range_bad, g_range_bad = (
+            Signal(name=n_) for n_ in ("w_range_bad", "r_range_bad", "c_range_bad", "g_range_bad"))
         n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
-        flags = [len_bad.eq(h_len != plen),
-                 w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)),
+        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)),
                  r_range_bad.eq(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
                                 | (off + rcnt > sel_size)),
                  c_range_bad.eq(reg_first + ((plen - P.REG_FIRST.size) >> 2) > ident.n_config),
@@ -193,21 +194,35 @@ class CommandProcessor(wiring.Component):
         # WRITE_REGION with a whole write header to a region flagged writable while busy
         busy_write = (h_cmd == P.Cmd.WRITE_REGION) & (plen >= P.WRITE_HDR.size) & hit & sel_busy_wr
 
+        # The header-level checks (version, header status, length, known command, retransmitted RUN)
+        # depend only on registers that hold from FLAGS to CHECK (the request's header and length, and
+        # the last request's record, which only CHECK updates), so FLAGS registers their outcome and
+        # CHECK's priority chain starts from one flag (timing).
+        S = P.Status
+        pre_fail = Signal()             # a header-level check failed (registered in FLAGS) ...
+        pre_st = Signal(8)              # ... with this status
+        pre_fail_d, pre_st_d = Signal(), Signal(8)
+        m.d.comb += pre_fail_d.eq(1)
+        with m.If(h_ver != P.VERSION):
+            m.d.comb += pre_st_d.eq(S.VERSION)
+        with m.Elif(h_st != 0):
+            m.d.comb += pre_st_d.eq(S.HEADER)
+        with m.Elif(h_len != plen):
+            m.d.comb += pre_st_d.eq(S.LENGTH)
+        with m.Elif(~known):
+            m.d.comb += pre_st_d.eq(S.COMMAND)
+        with m.Elif(is_run & last_valid & (last_seq == h_seq) & (last_cmd == h_cmd)):
+            m.d.comb += pre_st_d.eq(last_st)                # retransmitted RUN: answer, do not run again
+        with m.Else():
+            m.d.comb += pre_fail_d.eq(0)
+        flags += [pre_fail.eq(pre_fail_d), pre_st.eq(pre_st_d)]
+
         st = Signal(8)
         act = Signal(3)
         src = Signal(3)
         rlen = Signal(16)
-        S = P.Status
-        with m.If(h_ver != P.VERSION):
-            m.d.comb += st.eq(S.VERSION)
-        with m.Elif(h_st != 0):
-            m.d.comb += st.eq(S.HEADER)
-        with m.Elif(len_bad):
-            m.d.comb += st.eq(S.LENGTH)
-        with m.Elif(~known):
-            m.d.comb += st.eq(S.COMMAND)
-        with m.Elif(is_run & last_valid & (last_seq == h_seq) & (last_cmd == h_cmd)):
-            m.d.comb += st.eq(last_st)                      # retransmitted RUN: answer, do not run again
+        with m.If(pre_fail):
+            m.d.comb += st.eq(pre_st)
         with m.Elif(busy & ~allowed_busy & ~busy_write):
             m.d.comb += st.eq(S.BUSY)
         with m.Else():
@@ -291,20 +306,26 @@ class CommandProcessor(wiring.Component):
         i_pay = Signal(16)
         m.d.comb += i_pay.eq(j - P.HEADER_SIZE)
         m.d.comb += rr.addr.eq(i_pay)
+        # The region read address is registered (from the index j of the cycle before), so the adder
+        # does not sit in series with the integration's address multiplexer and the block RAMs'
+        # address inputs (the batch's 49 DP16KDs on the full ECP5 design; timing).
         for k, r in enumerate(regions):
             port = self.port(r)
             shift = r.word_bytes.bit_length() - 1
-            m.d.comb += port.r_addr.eq(r_base + (i_pay >> shift))
+            m.d.sync += port.r_addr.eq(r_base + (i_pay >> shift))
 
         # The reply byte at index j: header, then the payload source chosen by CHECK.  Pipelined:
         # REPLY_ADDR presents the address (j is held until the byte is sent) and registers the
         # register index; the register word is registered in the two cycles after (group, then
         # word); REPLY_DATA (`reply_wait` cycles after REPLY_ADDR, so the register word is there and
-        # memory data `read_latency` cycles after its address is too)
-        # registers the byte that REPLY_SEND hands to the encoder.
+        # the region word is too: its address registered a cycle after REPLY_ADDR, its data
+        # `read_latency` cycles later, registered (rdw) a cycle after that) registers the byte that
+        # REPLY_SEND hands to the encoder.
         hdr = Array([Const(P.VERSION, 8), r_cmd, r_seq, r_st, r_len[:8], r_len[8:]])
         stat = Cat(s_busy, Const(0, 7), s_op, s_err, Const(0, 8), s_ok, s_bad, s_cycles)
-        reply_wait = max(3, self.read_latency)
+        # the region address is registered a cycle after REPLY_ADDR (see the ports above) and the
+        # region word a cycle after the memory delivers it (rdw below)
+        reply_wait = max(3, self.read_latency + 2)
         ridx = Signal(8)               # register index of this byte (REPLY_ADDR)
         rword = Signal(32)             # its register word (two cycles after)
         # The register word is selected in two registered levels, groups of REG_GROUP words by
@@ -314,6 +335,12 @@ class CommandProcessor(wiring.Component):
         cfg_groups = _select_groups(m, "cfg", list(cfg), ridx[:3])
         res_groups = _select_groups(m, "res", list(res), ridx[:3])
         m.d.sync += rword.eq(Mux(r_src == SRC_CONFIG, Array(cfg_groups)[ridx[3:]], Array(res_groups)[ridx[3:]]))
+        # The region word is selected by r_sel (held through the reply) into a register every cycle,
+        # and its byte is selected from that register in REPLY_DATA, so no path runs from a block RAM
+        # (and the integration's logic after it) through both selections into byte_q (timing).
+        rdw = Signal(max([r.width for r in regions], default=8))
+        if regions:
+            m.d.sync += rdw.eq(Array(self.port(r).r_data for r in regions)[r_sel])
         wait = Signal(range(reply_wait + 1))
         byte = Signal(8)
         byte_q = Signal(8)
@@ -322,8 +349,7 @@ class CommandProcessor(wiring.Component):
             with m.Case(SRC_ROM):
                 m.d.comb += byte.eq(rr.data)
             with m.Case(SRC_REGION):
-                rdata = Array(self.port(r).r_data for r in regions) if regions else Array([Const(0, 8)])
-                m.d.comb += byte.eq((rdata[r_sel] >> ((lane & r_mask) << 3))[:8])
+                m.d.comb += byte.eq((rdw >> ((lane & r_mask) << 3))[:8])
             with m.Case(SRC_CONFIG, SRC_RESULTS):
                 m.d.comb += byte.eq((rword >> (lane << 3))[:8])
             with m.Case(SRC_STATUS):
@@ -359,6 +385,13 @@ class CommandProcessor(wiring.Component):
                 m.next = "FLAGS"
             with m.State("FLAGS"):
                 m.d.sync += flags
+                # the first word / register and the copy length of whichever command this is (used
+                # only by the commands they belong to, after CHECK), so CHECK's status chain does
+                # not select them (timing)
+                is_reg_cmd = ((h_cmd == P.Cmd.CONFIGURE) | (h_cmd == P.Cmd.READ_CONFIG)
+                              | (h_cmd == P.Cmd.READ_RESULTS))
+                m.d.sync += [r_base.eq(Mux(is_reg_cmd, reg_first, off >> sel_shift)),
+                             n.eq(Mux(h_cmd == P.Cmd.CONFIGURE, plen - P.REG_FIRST.size, dlen))]
                 m.next = "CHECK"
 
             with m.State("CHECK"):
@@ -378,20 +411,13 @@ class CommandProcessor(wiring.Component):
                                  last_valid.eq(1), last_seq.eq(h_seq), last_cmd.eq(h_cmd), last_st.eq(st),
                                  s_busy.eq(self.op_busy), s_op.eq(last_op), s_err.eq(self.op_error),
                                  s_ok.eq(self.rx_ok + 1), s_bad.eq(self.rx_bad), s_cycles.eq(op_cycles)]
-                    with m.Switch(src):
-                        with m.Case(SRC_REGION):
-                            m.d.sync += r_base.eq(off >> sel_shift)
-                        with m.Case(SRC_CONFIG, SRC_RESULTS):
-                            m.d.sync += r_base.eq(reg_first)
                     m.next = "REPLY_ADDR"
                     with m.If(st == S.OK):
                         with m.If(act == ACT_WRITE):
-                            m.d.sync += [r_base.eq(off >> sel_shift), n.eq(dlen),
-                                         j.eq(P.HEADER_SIZE + P.WRITE_HDR.size)]
+                            m.d.sync += j.eq(P.HEADER_SIZE + P.WRITE_HDR.size)
                             m.next = "COPY_ADDR"
                         with m.If(act == ACT_CONFIG):
-                            m.d.sync += [r_base.eq(reg_first), n.eq(plen - P.REG_FIRST.size),
-                                         j.eq(P.HEADER_SIZE + P.REG_FIRST.size)]
+                            m.d.sync += j.eq(P.HEADER_SIZE + P.REG_FIRST.size)
                             m.next = "COPY_ADDR"
                         with m.If(act == ACT_RESET):
                             m.d.sync += [self.soft_reset.eq(1), last_op.eq(0), self.rx_bad.eq(0)]
@@ -435,7 +461,8 @@ class CommandProcessor(wiring.Component):
                 with m.Else():
                     m.next = "COPY_ADDR"
 
-            # Reply: 6 header bytes then r_len payload bytes, one byte every reply_wait + 2 cycles.
+            # Reply: 6 header bytes then r_len payload bytes, one byte every reply_wait + 2 cycles
+            # (REPLY_ADDR, reply_wait - 1 in REPLY_WAIT, REPLY_DATA, REPLY_SEND while the encoder is ready).
             with m.State("REPLY_ADDR"):
                 m.d.sync += [ridx.eq(r_base + (i_pay >> 2)), wait.eq(reply_wait - 1)]
                 m.next = "REPLY_WAIT"

@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from .descriptors import (BUF_A, BUF_B, BUF_IN, BUF_OUT, K_LEVELS, MAC_SUMS, REGION_BIASES, REGION_CORES,
                           REGION_HEADER, REGION_SHIFT, REGION_SINE, REGION_STEPS, SINE_SHIFT, EngineParams)
 from .odometer import Odometer
+from .registered_mul import WIDTH as MUL_WIDTH, RegisteredMul
 
 CFG_ADDR_BITS = 24
 
@@ -36,6 +37,9 @@ def _bits_for(n: int) -> int:
 
 class TTEngine(wiring.Component):
     """The TT network engine for one set of elaboration-time `EngineParams`."""
+
+    #: the drain multiplexers that get their own copy of the lane select (hold word halves, row parts)
+    SEL_COPIES = ("acc_lo", "acc_hi", "f", "k", "b")
 
     def __init__(self, params: EngineParams = EngineParams()) -> None:
         self.params = params
@@ -90,8 +94,14 @@ class TTEngine(wiring.Component):
         region = self.cfg_addr[REGION_SHIFT:]
         offset = self.cfg_addr[:REGION_SHIFT]
         sb = p.step_stride_bits
+        # The step-descriptor write is registered (timing: the descriptor RAM is a wide LUT RAM whose
+        # write address, data and enables fan out to every one of its slices); it lands one cycle
+        # later, well before the sequencer's first read (FETCH, >= 2 cycles after `start`).
+        # Reset-less like the configuration it writes: a write is not lost to a soft reset.
+        st_q = Signal(data.StructLayout({"en": n_chunks, "addr": len(steps_w.addr), "data": 32}), reset_less=True)
+        m.d.sync += [st_q.addr.eq(offset[sb:]), st_q.data.eq(self.cfg_data), st_q.en.eq(0)]
         m.d.comb += [
-            steps_w.addr.eq(offset[sb:]), steps_w.data.eq(Cat(*[self.cfg_data] * n_chunks)),
+            steps_w.addr.eq(st_q.addr), steps_w.data.eq(Cat(*[st_q.data] * n_chunks)), steps_w.en.eq(st_q.en),
             cores_w.addr.eq(offset), cores_w.data.eq(self.cfg_data[:p.weight_bits]),
             biases_w.addr.eq(offset), biases_w.data.eq(self.cfg_data[:p.bias_bits]),
             sine_w.addr.eq(offset), sine_w.data.eq(self.cfg_data[:W]),
@@ -105,7 +115,7 @@ class TTEngine(wiring.Component):
                             hi = min(32 * j + 32, hdr_layout.size)
                             m.d.sync += raw[32 * j:hi].eq(self.cfg_data[:hi - 32 * j])
                 with m.Case(REGION_STEPS):
-                    m.d.comb += steps_w.en.eq(Const(1, n_chunks) << offset[:sb])
+                    m.d.sync += st_q.en.eq(Const(1, n_chunks) << offset[:sb])
                 with m.Case(REGION_CORES):
                     m.d.comb += cores_w.en.eq(1)
                 with m.Case(REGION_BIASES):
@@ -215,19 +225,22 @@ class TTEngine(wiring.Component):
         # product is registered as two partial products, x[:XS] (unsigned) * g and x[XS:] (signed) * g,
         # one hard multiplier each with no adder behind it; the accumulation adds both (the same sum
         # mod 2^acc_bits as acc + x * g).
+        # The operand and product registers are a RegisteredMul each (rtl/registered_mul.py): on the
+        # ECP5 the hard multiplier's own input and output registers, elsewhere plain registers.
         acc_shape = signed(p.acc_bits)
         acc = Signal(data.ArrayLayout(acc_shape, P))
-        x_q = Signal(lane_shape)
-        g_q = Signal(signed(p.weight_bits))
         XS = min(17, W - 1)
+        if p.weight_bits > MUL_WIDTH or W - XS > MUL_WIDTH:
+            raise ValueError(f"weights of {p.weight_bits} bits or lanes of {W} bits exceed the "
+                             f"{MUL_WIDTH}-bit multiplier operands")
         pp_lo = Signal(data.ArrayLayout(signed(XS + 1 + p.weight_bits), P))
         pp_hi = Signal(data.ArrayLayout(signed(W - XS + p.weight_bits), P))
-        with m.If(advance):
-            m.d.sync += [x_q.eq(src_data), g_q.eq(cores_r.data)]
-            for lane in range(P):
-                xv = Value.cast(x_q[lane])
-                m.d.sync += [pp_lo[lane].eq(xv[:XS].as_unsigned() * g_q),
-                             pp_hi[lane].eq(xv[XS:].as_signed() * g_q)]
+        for lane in range(P):
+            xv = Value.cast(src_data[lane])
+            for part, (x_part, pp) in enumerate(((xv[:XS].as_unsigned(), pp_lo), (xv[XS:].as_signed(), pp_hi))):
+                m.submodules[f"mul{lane}_{part}"] = mul = RegisteredMul()
+                m.d.comb += [mul.a.eq(x_part), mul.b.eq(cores_r.data), mul.en.eq(advance),
+                             pp[lane].eq(mul.p)]
         with m.If(advance & tok_q.valid):
             for lane in range(P):
                 prod = pp_lo[lane] + (pp_hi[lane] << XS)
@@ -259,12 +272,21 @@ class TTEngine(wiring.Component):
         m.d.comb += [stall.eq(handoff & ~hold_free), load.eq(handoff & hold_free)]
         nv_next = Signal.like(n_valid)
         m.d.comb += nv_next.eq(desc.n_f - (tok_c.grp << LB))
+        # Timing: d_lane's low bits select, in every drain, one of P hold words and one of 2P row
+        # parts; as one register they fanned out to ~1,000 multiplexer LUTs across the die (the
+        # routed critical path).  Each multiplexed field has its own copy of d_lane[:LB] (same
+        # next-state logic as d_lane; Yosys does not merge registers that feed back on themselves),
+        # so each copy can sit next to its multiplexer.  A one-hot select was tried and congested
+        # the router (docs/boards.md).
+        lane_sel = {n: Signal(max(1, LB), name=f"d_lane_{n}") for n in self.SEL_COPIES} if P > 1 else {}
         with m.If(finishing):
             m.d.sync += [hold_full.eq(0), d_lane.eq(0)]
+            m.d.sync += [c.eq(0) for c in lane_sel.values()]
             with m.If(hold_tok.gend):
                 m.d.sync += drained.eq(drained + 1)
         with m.Elif(draining):
             m.d.sync += [d_lane.eq(d_lane + D), last_lane.eq((d_lane + 2 * D >= P) | (d_lane + 2 * D >= n_valid))]
+            m.d.sync += [c.eq(c + D) for c in lane_sel.values()]
         with m.If(load):
             m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1), n_valid.eq(nv_next),
                          last_lane.eq(Const(int(D >= P), 1) | (D >= nv_next))]   # d_lane is 0 after a load
@@ -316,8 +338,8 @@ class TTEngine(wiring.Component):
         # --- drain pipelines (`drains` lanes per cycle): bias, requantise, saturate, activation, write ----
         drain_busy = Const(0, 1)
         for k in range(D):
-            drain_busy = drain_busy | self._drain(m, k, desc, hold, hold_tok, rows, d_lane, draining, n_valid,
-                                                  biases_rs[k], sine_rs[k],
+            drain_busy = drain_busy | self._drain(m, k, desc, hold, hold_tok, rows, d_lane, lane_sel, draining,
+                                                  n_valid, biases_rs[k], sine_rs[k],
                                                   ((a_ws[k], BUF_A), (b_ws[k], BUF_B), (out_ws[k], BUF_OUT)),
                                                   sine_r2s[k])
 
@@ -383,8 +405,8 @@ class TTEngine(wiring.Component):
                     m.next = "IDLE"
         return m
 
-    def _drain(self, m: Module, k: int, desc, hold, hold_tok, rows, d_lane, draining, n_valid, biases_r, sine_r,
-               ports, sine_r2=None) -> Value:
+    def _drain(self, m: Module, k: int, desc, hold, hold_tok, rows, d_lane, lane_sel, draining, n_valid, biases_r,
+               sine_r, ports, sine_r2=None) -> Value:
         """Drain pipeline k: lane d_lane + k of the hold register -> bias, round, saturate, act -> write."""
         p = self.params
         P, W, LB = p.lanes, p.data_bits, p.lane_bits
@@ -395,14 +417,26 @@ class TTEngine(wiring.Component):
         valid_k = draining & (lane_k < n_valid)
         d1 = Signal(name=f"d1{sfx}", shape=data.StructLayout({"valid": 1, "acc": acc_shape, "f": signed(p.addr_bits),
                                         "k": signed(p.addr_bits), "b": signed(p.addr_bits)}))
-        rsel = Signal(LB + 1, name=f"rsel{sfx}")
-        m.d.comb += rsel.eq((hold_tok.grp[0] << LB) | lane_k[:LB]) if P > 1 else rsel.eq(hold_tok.grp[0])
+        # the selects: lane_k[:LB] from each field's own copy of d_lane[:LB] (see `lane_sel`)
+        sel = {}
+        for n, c in lane_sel.items():
+            sel[n] = Signal(LB, name=f"lane_{n}{sfx}")
+            m.d.comb += sel[n].eq(c + k)
+        rsel = {}
+        for j, n in enumerate(("f", "k", "b")):
+            rsel[j] = Signal(LB + 1, name=f"rsel_{n}{sfx}")
+            m.d.comb += rsel[j].eq((hold_tok.grp[0] << LB) | sel[n]) if P > 1 else rsel[j].eq(hold_tok.grp[0])
+        if P > 1:
+            h = p.acc_bits // 2
+            acc_sel = Cat(Value.cast(hold[sel["acc_lo"]])[:h], Value.cast(hold[sel["acc_hi"]])[h:])
+        else:
+            acc_sel = hold[0]
         m.d.sync += d1.valid.eq(valid_k)
         m.d.sync += [
-            d1.acc.eq(hold[lane_k[:LB]] if P > 1 else hold[0]),
-            d1.f.eq(rows[rsel][0] + hold_tok.wf),
-            d1.k.eq(rows[rsel][1] + hold_tok.wk),
-            d1.b.eq(rows[rsel][2] + hold_tok.wb),
+            d1.acc.eq(acc_sel),
+            d1.f.eq(rows[rsel[0]][0] + hold_tok.wf),
+            d1.k.eq(rows[rsel[1]][1] + hold_tok.wk),
+            d1.b.eq(rows[rsel[2]][2] + hold_tok.wb),
         ]
         m.d.comb += biases_r.addr.eq(desc.bbase + d1.b.as_unsigned())
         sum_shape = signed(p.acc_bits + 1)
@@ -417,8 +451,9 @@ class TTEngine(wiring.Component):
         # Timing: the bias read is registered as it leaves the block RAM (d2r), then the bias shift,
         # the bias + rounding adds, the variable right shift and the saturation each get their own
         # stage (d2b, d3r, d3s, d4), the sine phase product is split into three registered partial
-        # products (d4m) summed in d5, and the result is registered (d7) before the writes; values
-        # are bit-identical to the one-stage forms (two's complement sums truncated to the same widths).
+        # products (d4m) summed in d5, and the result is registered (d7, with the sine clamp's compares)
+        # before the writes; values are bit-identical to the one-stage forms (two's complement sums
+        # truncated to the same widths).
         lane_w = unsigned(max(1, LB))
         d2r = Signal(name=f"d2r{sfx}", shape=data.StructLayout({
             "valid": 1, "acc": acc_shape, "bias": signed(p.bias_bits), "word": unsigned(p.addr_bits),
@@ -504,25 +539,33 @@ class TTEngine(wiring.Component):
                                         "lane": unsigned(max(1, LB)), "sine": 1}))
         m.d.sync += [d6.valid.eq(d5.valid), d6.v.eq(d5.v), d6.word.eq(d5.word), d6.lane.eq(d5.lane),
                      d6.sine.eq(desc.last & (desc.act == 2))]
+        # The sine saturation is split across d7 (timing: the compares no longer sit between the sine
+        # read register and the d7 flip-flops, which are pulled towards the P x 3 write ports): d7
+        # registers the unclamped value and the two compare flags, and the clamp multiplexer (one
+        # LUT level) follows d7.  sat_lo/sat_hi are local copies of desc's, one cycle behind
+        # (desc changes only in LATCH, >= 15 cycles before a result reaches d7): same values, same
+        # drain latency as the one-stage form.
+        sat_lo = Signal(signed(W), name=f"sat_lo{sfx}")
+        sat_hi = Signal(signed(W), name=f"sat_hi{sfx}")
+        m.d.sync += [sat_lo.eq(desc.sat_lo), sat_hi.eq(desc.sat_hi)]
+        d7 = Signal(name=f"d7{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "lo": 1, "hi": 1,
+                                                               "word": unsigned(p.addr_bits),
+                                                               "lane": unsigned(max(1, LB))}))
+        m.d.sync += [d7.valid.eq(d6.valid), d7.v.eq(Mux(d6.sine, sine_val, d6.v)),
+                     d7.lo.eq(d6.sine & (sine_val < sat_lo)), d7.hi.eq(d6.sine & (sine_val > sat_hi)),
+                     d7.word.eq(d6.word), d7.lane.eq(d6.lane)]
         result = Signal(signed(W), name=f"result{sfx}")
-        with m.If(d6.sine & (sine_val < desc.sat_lo)):
-            m.d.comb += result.eq(desc.sat_lo)
-        with m.Elif(d6.sine & (sine_val > desc.sat_hi)):
-            m.d.comb += result.eq(desc.sat_hi)
-        with m.Elif(d6.sine):
-            m.d.comb += result.eq(sine_val)
+        with m.If(d7.lo):
+            m.d.comb += result.eq(sat_lo)
+        with m.Elif(d7.hi):
+            m.d.comb += result.eq(sat_hi)
         with m.Else():
-            m.d.comb += result.eq(d6.v)
-        # the result is registered (d7) before it fans out to the P lanes of the three write ports
-        # (timing; the merged bias/rounding stage keeps the drain's latency)
-        d7 = Signal(name=f"d7{sfx}", shape=data.StructLayout({"valid": 1, "v": signed(W), "word": unsigned(p.addr_bits),
-                                        "lane": unsigned(max(1, LB))}))
-        m.d.sync += [d7.valid.eq(d6.valid), d7.v.eq(result), d7.word.eq(d6.word), d7.lane.eq(d6.lane)]
+            m.d.comb += result.eq(d7.v)
         lane_en = (Const(1, P) << d7.lane) if P > 1 else Const(1, 1)
         for port, code in ports:
             m.d.comb += port.addr.eq(d7.word)
             for lane in range(P):
-                m.d.comb += port.data[lane].eq(d7.v)
+                m.d.comb += port.data[lane].eq(result)
             with m.If(d7.valid & (desc.dst == code)):
                 m.d.comb += port.en.eq(lane_en)
         return d1.valid | d2.valid | d2r.valid | d2b.valid | d3r.valid | d3s.valid | d4.valid | d4m.valid \

@@ -237,6 +237,29 @@ def test_engine_amaranth_small_net_bit_exact(lanes: int, drains: int, throttle: 
     assert cycles >= prog.macs_per_sample * len(x) / lanes
 
 
+@pytest.mark.parametrize("lanes,drains", [(2, 1), (4, 2)])
+def test_engine_amaranth_sine_saturation_matches_emulation(lanes: int, drains: int) -> None:
+    """The drain's sine saturation (split across its last register): a sine table written with codes
+    beyond the act format's range on both sides is clamped to sat_lo / sat_hi exactly as the
+    reference emulation does (golden's tables never need the clamp, so the golden tests cannot see it)."""
+    from dataclasses import replace
+    params = replace(SMALL, lanes=lanes, drains=drains)
+    net = TTNet((LayerSpec(TTShape.uniform((3, 4), (4, 6), 3), "relu"),
+                 LayerSpec(TTShape.uniform((2, 12), (2, 3), 2), "sine", order=(1, 0))))
+    cfg = replace(DEFAULT_CONFIG, sine_bits=8)
+    codes = seeded_params(net, cfg, seed=lanes + 10, bias_std=0.3)
+    x = np.random.default_rng(lanes + 10).integers(0, 256, size=(6, 12))
+    prog = compile_network(net, codes, cfg, params)
+    wide = np.clip(prog.sine * 200, -(1 << (params.data_bits - 1)), (1 << (params.data_bits - 1)) - 1)
+    prog = replace(prog, sine=wide)
+    sine_step = prog.steps[-1]
+    assert sine_step.act == 2 and wide.max() > sine_step.sat_hi and wide.min() < sine_step.sat_lo
+    want = emulate(prog, x).reshape(-1)
+    assert (want == sine_step.sat_hi).any() and (want == sine_step.sat_lo).any()  # both clamps exercised
+    got, _ = _amaranth_run(params, prog, x)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
 # ------------------------------------------------------------------------------------------------
 # Generated Verilog lints clean with the documented waivers
 # ------------------------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ class TTEngine(wiring.Component):
         # --- memories --------------------------------------------------------------------------
         step_layout, hdr_layout = p.step_layout(), p.header_layout()
         n_chunks = p.chunks(step_layout)
+        # Read/write collisions: no read whose data the engine uses ever hits an address written in
+        # the same cycle (checked every cycle in simulation by tests/test_rtl_tt_engine_collisions.py,
+        # see self._mem_ports), so the memories' old-data read semantics is never relied on; that is
+        # what would let synthesis drop Yosys' emulation of it (docs/boards.md, eighth session).
         m.submodules.steps_mem = steps_mem = Memory(shape=unsigned(32 * n_chunks), depth=p.max_steps, init=[])
         m.submodules.cores = cores = Memory(shape=signed(p.weight_bits), depth=p.core_words, init=[])
         m.submodules.biases = biases = Memory(shape=signed(p.bias_bits), depth=p.bias_words, init=[])
@@ -86,6 +90,16 @@ class TTEngine(wiring.Component):
         a_ws, a_r = [buf_a.write_port(granularity=1) for _ in range(D)], buf_a.read_port()
         b_ws, b_r = [buf_b.write_port(granularity=1) for _ in range(D)], buf_b.read_port()
         out_ws, out_r = [buf_out.write_port(granularity=1) for _ in range(D)], buf_out.read_port()
+        # For the read/write collision check only (tests/test_rtl_tt_engine_collisions.py): every
+        # memory's (write ports, read ports), so a simulation testbench can sample their en and addr,
+        # and (self._mem_read_used, filled below) per read port a condition, sampled in the read's
+        # cycle, that holds whenever that read's data can reach an output or the next step.
+        # Plain Python attributes: they add nothing to the netlist.
+        self._mem_ports = {
+            "steps_mem": ([steps_w], [steps_r]), "cores": ([cores_w], [cores_r]),
+            "biases": ([biases_w], biases_rs), "sine": ([sine_w], sine_rs + [r for r in sine_r2s if r is not None]),
+            "buf_in": ([in_w], [in_r]), "buf_a": (a_ws, [a_r]), "buf_b": (b_ws, [b_r]), "buf_out": (out_ws, [out_r]),
+        }
 
         # configuration, like the memories: kept through a soft reset (RESET must not erase the program)
         hdr = Signal(hdr_layout, reset_less=True)
@@ -230,17 +244,26 @@ class TTEngine(wiring.Component):
         acc_shape = signed(p.acc_bits)
         acc = Signal(data.ArrayLayout(acc_shape, P))
         XS = min(17, W - 1)
-        if p.weight_bits > MUL_WIDTH or W - XS > MUL_WIDTH:
-            raise ValueError(f"weights of {p.weight_bits} bits or lanes of {W} bits exceed the "
-                             f"{MUL_WIDTH}-bit multiplier operands")
         pp_lo = Signal(data.ArrayLayout(signed(XS + 1 + p.weight_bits), P))
         pp_hi = Signal(data.ArrayLayout(signed(W - XS + p.weight_bits), P))
-        for lane in range(P):
-            xv = Value.cast(src_data[lane])
-            for part, (x_part, pp) in enumerate(((xv[:XS].as_unsigned(), pp_lo), (xv[XS:].as_signed(), pp_hi))):
-                m.submodules[f"mul{lane}_{part}"] = mul = RegisteredMul()
-                m.d.comb += [mul.a.eq(x_part), mul.b.eq(cores_r.data), mul.en.eq(advance),
-                             pp[lane].eq(mul.p)]
+        if p.weight_bits <= MUL_WIDTH and W - XS <= MUL_WIDTH:
+            for lane in range(P):
+                xv = Value.cast(src_data[lane])
+                for part, (x_part, pp) in enumerate(((xv[:XS].as_unsigned(), pp_lo), (xv[XS:].as_signed(), pp_hi))):
+                    m.submodules[f"mul{lane}_{part}"] = mul = RegisteredMul()
+                    m.d.comb += [mul.a.eq(x_part), mul.b.eq(cores_r.data), mul.en.eq(advance),
+                                 pp[lane].eq(mul.p)]
+        else:
+            # operands wider than the hard multiplier (e.g. the PINN formats: 20-bit weights, 32-bit
+            # states): the same two register stages in the fabric, the products left to Yosys
+            x_q = Signal(lane_shape)
+            g_q = Signal(signed(p.weight_bits))
+            with m.If(advance):
+                m.d.sync += [x_q.eq(src_data), g_q.eq(cores_r.data)]
+                for lane in range(P):
+                    xv = Value.cast(x_q[lane])
+                    m.d.sync += [pp_lo[lane].eq(xv[:XS].as_unsigned() * g_q),
+                                 pp_hi[lane].eq(xv[XS:].as_signed() * g_q)]
         with m.If(advance & tok_q.valid):
             for lane in range(P):
                 prod = pp_lo[lane] + (pp_hi[lane] << XS)
@@ -337,6 +360,7 @@ class TTEngine(wiring.Component):
 
         # --- drain pipelines (`drains` lanes per cycle): bias, requantise, saturate, activation, write ----
         drain_busy = Const(0, 1)
+        self._drain_used: list[tuple[Value, Value]] = []   # (d1.valid, d5.valid) per drain, see _drain
         for k in range(D):
             drain_busy = drain_busy | self._drain(m, k, desc, hold, hold_tok, rows, d_lane, lane_sel, draining,
                                                   n_valid, biases_rs[k], sine_rs[k],
@@ -356,6 +380,19 @@ class TTEngine(wiring.Component):
                     m.d.sync += [out_pending.eq(0), u_idx.eq(0)]
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
+
+        # Use conditions of the reads (collision check only; see self._mem_ports): an operand read
+        # counts only for a MAC token (issuing) of a step reading that buffer (the read enable is
+        # `advance`); a drain's bias read only for d1.valid, its sine reads only for d5.valid; the
+        # unloader's read only while out_pending (enable can_adv); a descriptor read only while busy.
+        self._mem_read_used = {
+            "steps_mem": [busy], "cores": [issuing],
+            "biases": [u[0] for u in self._drain_used],
+            "sine": [u[1] for u in self._drain_used] + ([u[1] for u in self._drain_used]
+                                                        if p.sine_interp_bits else []),
+            "buf_in": [issuing & (desc.src == BUF_IN)], "buf_a": [issuing & (desc.src == BUF_A)],
+            "buf_b": [issuing & (desc.src == BUF_B)], "buf_out": [out_pending],
+        }
 
         # --- sequencer -----------------------------------------------------------------------------------
         m.d.comb += step_active.eq(0)
@@ -511,6 +548,7 @@ class TTEngine(wiring.Component):
             m.d.sync += d5.v.eq(d4m.v)
         m.d.sync += [d5.valid.eq(d4m.valid), d5.word.eq(d4m.word), d5.lane.eq(d4m.lane)]
         m.d.comb += sine_r.addr.eq(d5.phase)
+        self._drain_used.append((d1.valid, d5.valid))   # the bias and sine reads' use (collision check)
         E = p.sine_interp_bits
         if E:
             # Interpolated sine (golden hjb.sine_fixed_interp), steps with sine_shift != 0:

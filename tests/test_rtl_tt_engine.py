@@ -174,13 +174,18 @@ SMALL = EngineParams(lanes=1, buf_elems=512, in_elems=64, out_elems=64, core_wor
                      sine_bits=8, max_steps=8)
 
 
-def _amaranth_run(params: EngineParams, prog, x: np.ndarray, throttle: bool = False) -> tuple[np.ndarray, int]:
+def _amaranth_run(params: EngineParams, prog, x: np.ndarray, throttle: bool = False,
+                  attach=None) -> tuple[np.ndarray, int]:
+    """Configure, stream `x` in, collect the outputs; (outputs, engine cycles).  ``attach(sim, dut)``
+    may add processes (tests/test_rtl_tt_engine_collisions.py's port monitor) before the run."""
     from amaranth.sim import Simulator
 
     from ttzo.rtl.tt_engine import TTEngine
     dut = TTEngine(params)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
+    if attach is not None:
+        attach(sim, dut)
     outs: list[int] = []
     cycles = [0]
 

@@ -152,3 +152,13 @@ def lint(verilog_path: Path, toplevel: str, extra: Sequence[str] = ()) -> subpro
 def have_icarus() -> bool:
     import shutil
     return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
+def icarus_output(workdir: Path, sources: Sequence[str | Path]) -> str:
+    """Compile ``sources`` (a self-checking or printing Verilog testbench and what it tests) with
+    Icarus in ``workdir`` and return what the simulation prints; used by the tests of hard-primitive
+    instances against their behavioural models (sim/models/)."""
+    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", *map(str, sources)], cwd=workdir,
+                   check=True, capture_output=True, text=True)
+    return subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True,
+                          text=True).stdout

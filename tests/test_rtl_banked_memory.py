@@ -2,7 +2,6 @@
 the ECP5 DP16KD instance version in Icarus with the behavioural model sim/models/ecp5_dp16kd.v."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from ttzo.rtl.banked_memory import BankedMemory, uses_ecp5_bram
-from ttzo.sim.runner import have_icarus
+from ttzo.sim.runner import have_icarus, icarus_output
 
 
 @pytest.mark.parametrize("depth,bank_depth,write_group", [(50, 16, 0), (64, 16, 0), (7, 16, 0), (33, 1, 0),
@@ -168,10 +167,8 @@ module tb;
   end
 endmodule
 """)
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "dut.v", str(DP16KD_MODEL)], cwd=tmp_path,
-                   check=True, capture_output=True, text=True)
-    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True)
-    lines = [x for x in run.stdout.split() if set(x) <= set("01xz")]
+    out = icarus_output(tmp_path, ["tb.v", "dut.v", DP16KD_MODEL])
+    lines = [x for x in out.split() if set(x) <= set("01xz")]
     assert len(lines) == n
     lat = BankedMemory.LATENCY
     got = lines[lat - 1:]

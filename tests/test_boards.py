@@ -286,6 +286,26 @@ def test_datapath_sign_update_uses_lane_prng():
 
 # ---------------------------------------------------------------- elaboration and Verilog export of every board
 
+def _engine_collision_cmd_covers_the_monitored_memories(out, prof) -> None:
+    """The build's Yosys script marks read/write collisions undefined on exactly the engine read ports whose
+    memories tests/test_rtl_tt_engine_collisions.py monitors (boards/build.ENGINE_NO_COLLISION_CMD)."""
+    import re
+
+    from test_rtl_tt_engine_collisions import MEMORIES   # tests/ is on sys.path
+    from ttzo.boards.build import ENGINE_MODULE, ENGINE_NO_COLLISION_CMD
+    il = (out / "top.il").read_text() if (out / "top.il").exists() else None
+    if il is None:                                # the 7-series plan carries the RTLIL too, under another name
+        il = next(out.glob("*.il")).read_text()
+    body = il.split(f"module \\{ENGINE_MODULE}\n", 1)[1].split("\nend\n", 1)[0]
+    read_mems = re.findall(r"cell \$memrd_v2 .*?parameter \\MEMID \"\\\\(\w+)\"", body, re.S)
+    assert sorted(read_mems) == sorted(MEMORIES)
+    if prof.family in ("ice40", "ecp5"):
+        lines = [line.strip() for line in (out / "top.ys").read_text().splitlines()]
+        assert ENGINE_NO_COLLISION_CMD in lines
+        assert lines.index("read_rtlil top.il") < lines.index(ENGINE_NO_COLLISION_CMD) < next(
+            i for i, line in enumerate(lines) if line.startswith("synth_"))
+
+
 @pytest.mark.parametrize("board", sorted(PROFILES))
 def test_board_top_elaborates_and_exports_verilog(board, tmp_path):
     """Every board's default top (the full design where it fits, else the stand-in) exports Verilog."""
@@ -299,6 +319,7 @@ def test_board_top_elaborates_and_exports_verilog(board, tmp_path):
     assert "uart" in c
     if prof.default_core == "full":              # command processor, trainer and TT engine are all there
         assert all(f"module \\top.core.{sub} " in v for sub in ("cp", "trainer", "trainer.engine", "urx", "utx"))
+        _engine_collision_cmd_covers_the_monitored_memories(tmp_path, prof)
     else:
         assert "SB_SPRAM256KA" in v
     if board == "icebreaker":

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from amaranth import Elaboratable, Module, Signal
 
-from ttzo.boards.build import YOSYS_SAFE_NAMES_CMD, overrides, tool_env
+from ttzo.boards.build import ENGINE_NO_COLLISION_CMD, YOSYS_SAFE_NAMES_CMD, overrides, tool_env
 from ttzo.boards.profiles import get_profile
 
 ASSERT = "GetSize(conn.first) == GetSize(conn.second)"
@@ -56,7 +56,8 @@ def test_board_scripts_rename_bracketed_wires_between_read_and_synth(board):
     plan = profile.platform().prepare(_Counter(), name="top", **overrides(profile))
     lines = [line.strip() for line in plan.files["top.ys"].splitlines()]
     at = lines.index(YOSYS_SAFE_NAMES_CMD)
-    assert lines[at - 1] == "read_rtlil top.il" and lines[at + 1].startswith(f"synth_{profile.family}")
+    assert lines[at - 1] == "read_rtlil top.il" and lines[at + 2].startswith(f"synth_{profile.family}")
+    assert lines[at + 1] == ENGINE_NO_COLLISION_CMD        # also between the read and synthesis
 
 
 @needs_yosys

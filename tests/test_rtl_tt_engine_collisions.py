@@ -96,7 +96,7 @@ def _check(col: Collisions) -> None:
 
 
 @pytest.mark.parametrize("lanes,drains,throttle", [(1, 1, False), (2, 1, True), (4, 1, False), (4, 2, True),
-                                                   (8, 2, False)])
+                                                   (8, 2, False), (16, 1, True)])   # 16, 1: the boards' engine
 def test_engine_no_used_read_write_collision_small_net(lanes: int, drains: int, throttle: bool) -> None:
     """test_engine_amaranth_small_net_bit_exact's runs (input loads overlap compute, outputs stream
     out under back-pressure), monitored."""

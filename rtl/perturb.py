@@ -102,13 +102,22 @@ class Perturber(wiring.Component):
         k_start = Signal(unsigned(self.addr_bits))
         k_next = Signal(range(S))
         m.d.comb += k_next.eq(k + 1)
+        # (timing: whether pos reaches k_start is a register computed a cycle ahead, and k is also kept
+        # one-hot, so the 32 x S checkpoint enables are a 4-input function of registers; the compare
+        # through the table's multiplexer was a 13 ns path to them on the ECP5)
+        hit = Signal()            # pos == k_start
+        k_hot = Signal(S)         # 1 << k
         with m.If(self.prepare):
             m.d.sync += [walk.eq(self.state), pos.eq(0), k.eq(0), k_start.eq(starts[0]),
-                         self.busy.eq(self.n_segments != 0)]
+                         hit.eq(starts[0] == 0), k_hot.eq(1), self.busy.eq(self.n_segments != 0)]
         with m.Elif(self.busy):
-            m.d.sync += [walk.eq(xorshift32_value(walk)), pos.eq(pos + 1)]
-            with m.If(pos == k_start):
-                m.d.sync += [ckpts[k].eq(walk), k.eq(k + 1), k_start.eq(starts[k_next])]
+            m.d.sync += [walk.eq(xorshift32_value(walk)), pos.eq(pos + 1), hit.eq(pos + 1 == k_start)]
+            with m.If(hit):
+                for i in range(S):
+                    with m.If(k_hot[i]):
+                        m.d.sync += ckpts[i].eq(walk)
+                m.d.sync += [k.eq(k + 1), k_start.eq(starts[k_next]), hit.eq(pos + 1 == starts[k_next]),
+                             k_hot.eq(k_hot << 1)]
                 with m.If(k + 1 == self.n_segments):
                     m.d.sync += self.busy.eq(0)
 

@@ -149,6 +149,26 @@ def test_random_perturbation_matches_golden_in_any_order(small_net, kind, stall_
     assert np.any(unsat != want)  # saturation is exercised
 
 
+def test_one_code_segments_back_to_back(small_net) -> None:
+    """The checkpoint walk stores a state at consecutive positions (segments of one code, next to each
+    other, at 0 and at the end): the look-ahead compare of rtl/perturb.py's walk must not skip one."""
+    net, theta = small_net
+    segs = [(0, 1, False), (1, 1, False), (2, 26, False), (28, 32, False), (60, 1, False), (61, 31, False),
+            (92, 28, False), (120, 1, True), (121, 15, True), (136, 4, False), (140, 40, False), (180, 16, False),
+            (196, 1, False), (197, 1, False), (198, 2, False), (200, 10, True)]
+    assert [a + n for a, n, _ in segs[:-1]] == [a for a, _, _ in segs[1:]] and sum(n for _, n, _ in segs) == net.n_params
+    seed, step, q = 0x51DE, 2, 5
+    xi = gp.perturbations(seed, step, 1, net.n_params, "rademacher", first_query=q)[0]
+    want = _golden(net, theta, xi, 819, 102, "rademacher", False)
+    order = list(reversed(range(len(segs))))
+    got, prep = _simulate(theta, segs, order, gp.stream_seed(seed, step, q), Mode.RANDOM, XiKind.RADEMACHER,
+                          819, 102)
+    for a, reads in got.items():
+        start, n, _ = segs[a]
+        np.testing.assert_array_equal(reads[0], want[start:start + n], err_msg=f"segment {a}")
+    assert prep == segs[-1][0] + 1
+
+
 def test_coordinate_and_off_modes(small_net) -> None:
     net, theta = small_net
     segs = segments(net)

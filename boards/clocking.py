@@ -141,14 +141,27 @@ class BoardClock(Elaboratable):
         # the PLL output's constraint from it (a constraint on the PLL net is dropped, as its name
         # does not survive synthesis).
 
-        # Power-on reset: held while the PLL is unlocked and POR_CYCLES after it locks.
+        # Power-on reset: held while the PLL is unlocked and POR_CYCLES after it locks.  On RESET_GLOBAL
+        # families a register (one cycle more) on a global line: `count != POR_CYCLES` was a LUT chain
+        # in front of the sync domain's ~1,100 resets, late on the full ECP5 design (docs/boards.md).
         count = Signal(range(POR_CYCLES + 1))
         with m.If(~self.locked):
             m.d.por += count.eq(0)
         with m.Elif(count != POR_CYCLES):
             m.d.por += count.eq(count + 1)
-        m.d.comb += self.rst.eq(count != POR_CYCLES)
+        if p.family in RESET_GLOBAL:
+            rst_q = Signal(init=1, name="sync_rst")
+            m.d.por += rst_q.eq(count != POR_CYCLES)
+            m.d.comb += self.rst.eq(global_buffer(p.family)(m, rst_q))
+        else:
+            m.d.comb += self.rst.eq(count != POR_CYCLES)
         return m
+
+
+#: Families whose sync-domain reset (BoardClock.rst) is a register on a global buffer: the ECP5 (DCCA;
+#: nextpnr-ecp5 promotes only clocks to globals).  Others keep the combinational reset they were
+#: placed and routed with (nextpnr-ice40 promotes high-fanout resets to globals itself).
+RESET_GLOBAL = frozenset({"ecp5"})
 
 
 #: Global-buffer primitive per family (clock in -> clock out ports) for high-fanout fabric nets.

@@ -59,7 +59,8 @@ def board_params(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAUL
 
     bp = mnist_profile(rank)
     return replace(bp, engine=engine_params(bp.net, FULL_LANES, 1, cfg), log_depth=LOG_DEPTH,
-                   uart_divisor=profile.uart_divisor, clock_hz=int(profile.clock_hz), cfg=cfg)
+                   uart_divisor=profile.uart_divisor, clock_hz=int(profile.clock_hz), cfg=cfg,
+                   batch_banks=profile.batch_banks)
 
 
 def full_core(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAULT_CONFIG):

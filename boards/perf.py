@@ -136,8 +136,11 @@ FULL_R6_PARAMS = 3962
 #: and 2 MAC stages (operand and product registers) in the 6 steps whose pace the MAC lanes set (in
 #: the 2 drain-bound steps, K = 7 and 8 < P = 16, the MAC pipeline waits for the drain anyway).
 #: Measured: 26,618.85 cycles per sample (`ttzo sim tt-engine --net mnist --rank 6 --lanes 16
-#: --drains 1 --samples 20 --json`, Verilator) against the 26,567 above, i.e. +51.85.
-FULL_R6_TIMING_CYCLES_PER_SAMPLE = 5 * 8 + 2 * 6
+#: --drains 1 --samples 20 --json`, Verilator) against the 26,567 above, i.e. +51.85.  A third MAC
+#: stage (issue #9, the fabric operand registers x_r/g_r in front of the multipliers) costs one more
+#: cycle in each of the same 6 steps: 26,778.25 -> 26,784.25 cycles per sample (same command with
+#: --samples 4, before and after the change).
+FULL_R6_TIMING_CYCLES_PER_SAMPLE = 5 * 8 + 3 * 6
 #: Cycles each forward pass gained with the loss unit's pipeline: its last sample is counted
 #: rtl/loss_unit.latency(10) = 28 clock edges after its last logit instead of 2C + 2 = 22.
 FULL_R6_LOSS_DRAIN_CYCLES = 28 - 22

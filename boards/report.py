@@ -70,16 +70,23 @@ def resources(result: BuildResult) -> dict[str, dict]:
                          "available": getattr(cap, cap_field)}
         return out
     if p.family == "xc7":
-        luts = sum(cells.get(k, 0) for k in XC7_LUTS)
-        lutram = sum(n * cells.get(k, 0) for k, n in XC7_LUTRAM.items())
-        bram = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
-        return {"logic": {"cell": "LUT1..6", "name": cap.logic_name, "used": luts + lutram, "available": cap.logic,
-                          "lutram": lutram},
-                "ff": {"cell": "FD*", "used": ffs, "available": cap.ff},
-                "dsp": {"cell": "DSP48E1", "used": cells.get("DSP48E1", 0), "available": cap.dsp},
-                "bram": {"cell": "RAMB36E1 (+RAMB18E1/2)", "used": bram, "available": cap.bram},
-                "carry": {"cell": "CARRY4", "used": cells.get("CARRY4", 0), "available": None}}
+        return xc7_resources(cells, cap)
     return {}
+
+
+def xc7_resources(cells: dict[str, int], cap) -> dict[str, dict]:
+    """7-series use from Yosys `synth_xilinx` cells: LUTs with LUT RAM/SRL (in LUTs), FFs, DSP48E1, and
+    block RAM in RAMB36 (a RAMB18 counts half: two share a RAMB36 site)."""
+    ffs = sum(v for k, v in cells.items() if k.startswith("FD"))
+    luts = sum(cells.get(k, 0) for k in XC7_LUTS)
+    lutram = sum(n * cells.get(k, 0) for k, n in XC7_LUTRAM.items())
+    bram = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
+    return {"logic": {"cell": "LUT1..6", "name": cap.logic_name, "used": luts + lutram, "available": cap.logic,
+                      "lutram": lutram},
+            "ff": {"cell": "FD*", "used": ffs, "available": cap.ff},
+            "dsp": {"cell": "DSP48E1", "used": cells.get("DSP48E1", 0), "available": cap.dsp},
+            "bram": {"cell": "RAMB36E1 (+RAMB18E1/2)", "used": bram, "available": cap.bram},
+            "carry": {"cell": "CARRY4", "used": cells.get("CARRY4", 0), "available": None}}
 
 
 def timing(result: BuildResult) -> dict:
@@ -129,6 +136,9 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
     full = result.core == "full" and perf_rank == 6 and forward_cycles is None and utilisation is None
     if full:    # the real design: its own simulated cycle counts (boards/perf.full_design_perf)
         perf = full_design_perf(run_hz, queries=p.queries, batch=p.batch, baud=p.uart_baud)
+        if p.batch_banks == 1:   # single-buffered batch: each upload waits for the step, in series
+            from dataclasses import replace as _replace
+            perf = _replace(perf, epoch_overlapped_seconds=perf.epoch_seconds)
     else:
         perf = perf_model(perf_rank, p.lanes, run_hz, batch=p.batch, queries=p.queries, baud=p.uart_baud,
                           utilisation=utilisation, forward_cycles=forward_cycles)
@@ -158,6 +168,7 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         bp = board_params(p, result.rank)
         rep["design"] = {"name": bp.name, "net": bp.net.name, "n_params": bp.net.n_params,
                          "max_samples": bp.max_samples, "n_max": bp.n_max, "log_depth": bp.log_depth,
+                         "batch_banks": bp.batch_banks,
                          "engine": asdict(bp.engine)}
     if golden:
         rep["performance"]["golden_epoch_seconds"] = golden["epoch_seconds"]
@@ -206,7 +217,8 @@ def markdown(rep: dict) -> str:
               f"| MNIST epoch, compute | {perf['epoch_cycles']} | {perf['epoch_compute_seconds']:.1f} |",
               f"| MNIST epoch, UART transfer | | {perf['epoch_link_seconds']:.1f} |",
               f"| MNIST epoch, total | | {perf['epoch_seconds']:.1f} |",
-              f"| MNIST epoch, next batch uploaded during each step (double-buffered) | | "
+              f"| MNIST epoch, next batch uploaded during each step "
+              f"({'double-buffered' if (rep.get('design') or {}).get('batch_banks', 2) > 1 else 'not possible: one batch bank, so = total'}) | | "
               f"{perf['epoch_overlapped_seconds']:.1f} |", "",
               f"Overlapped epoch: upload of the first batch + per step max(step {perf['step_seconds']:.3g} s, "
               f"upload of the next batch {perf['batch_upload_seconds']:.3g} s) (boards/perf.overlapped_epoch_seconds; "

@@ -267,7 +267,8 @@ def profile(name: str) -> BoardParams:
 
 
 def runnable(c, bp: BoardParams) -> Value:
-    """High when configuration registers `c` can be run (else op error ERR_CONFIG, nothing starts).
+    """High when configuration registers `c` can be run (else op error ERR_CONFIG, nothing starts):
+    the AND of :func:`runnable_terms` (combinational; the board registers it, :func:`registered_runnable`).
 
     Every value must fit its trainer field unchanged (no silent truncation): flags 0/1, 1 <= samples
     <= max_samples, queries <= n_max, 1 <= segments <= max_segments, step/momentum codes in their
@@ -277,29 +278,59 @@ def runnable(c, bp: BoardParams) -> Value:
     loss block's sequencer counts up to them).
     """
     ok = Const(1)
+    for t in runnable_terms(c, bp):
+        ok &= t
+    return ok
+
+
+def runnable_terms(c, bp: BoardParams) -> list[Value]:
+    """The checks of :func:`runnable`, one 1-bit value per register range or segment-table entry."""
+    terms = []
     for idx, lo, hi in ((CFG_OPTIMIZER, 0, 1), (CFG_KIND, 0, 1), (CFG_CGE_ALL, 0, 1),
                         (CFG_N_QUERIES, 0, bp.n_max), (CFG_N_SAMPLES, 1, bp.max_samples),
                         (CFG_N_SEGMENTS, 1, bp.max_segments), (CFG_M_CODE, 0, 1 << M_FRAC),
                         (CFG_K_CODE_W, 0, (1 << K_BITS) - 1), (CFG_K_CODE_B, 0, (1 << K_BITS) - 1),
                         (CFG_K_SHIFT_W, 0, 63), (CFG_K_SHIFT_B, 0, 63)):
-        ok &= (c[idx] <= hi) if lo == 0 else (c[idx] >= lo) & (c[idx] <= hi)
+        terms.append((c[idx] <= hi) if lo == 0 else (c[idx] >= lo) & (c[idx] <= hi))
     for idx, bits in ((CFG_MU_W, bp.cfg.weight.bits), (CFG_MU_B, bp.cfg.bias.bits),
                       (CFG_ALPHA_W, bp.cfg.weight.bits), (CFG_ALPHA_B, bp.cfg.bias.bits)):   # the trainer's code widths
         v = c[idx].as_signed()
-        ok &= (v >= -(1 << (bits - 1))) & (v < (1 << (bits - 1)))
+        terms.append((v >= -(1 << (bits - 1))) & (v < (1 << (bits - 1))))
     starts = [c[CFG_SEGMENTS + k][:31] for k in range(bp.max_segments)]
-    ok &= starts[0] == 0
+    terms.append(starts[0] == 0)
     for k in range(bp.max_segments):
         good = starts[k] < bp.net.n_params
         if k:
             good &= starts[k] > starts[k - 1]
-        ok &= (c[CFG_N_SEGMENTS] <= k) | good
+        terms.append((c[CFG_N_SEGMENTS] <= k) | good)
     if bp.batch_banks > 1:
-        ok &= c[bp.bank_config] <= 1
+        terms.append(c[bp.bank_config] <= 1)
     if bp.pinn:
         pz, c0 = bp.pinn, bp.pinn_config0
         for k, hi in enumerate((pz.max_nodes, pz.max_points, pz.max_dim)):
-            ok &= (c[c0 + k] >= 1) & (c[c0 + k] <= hi)
+            terms.append((c[c0 + k] >= 1) & (c[c0 + k] <= hi))
+    return terms
+
+
+#: Cycles from a configuration register's value to :func:`registered_runnable`'s output.
+RUNNABLE_LATENCY = 3
+
+
+def registered_runnable(m: Module, c, bp: BoardParams) -> Signal:
+    """:func:`runnable` of `c` in three registered levels (every check, groups of four checks, all),
+    valid RUNNABLE_LATENCY cycles after the registers change.  Its one reader, the controller, reads it
+    when an operation starts, and a configuration register cannot change within RUNNABLE_LATENCY cycles
+    before that: CONFIGURE and RESET write them before their reply (six or more bytes, each a few cycles),
+    and the request that starts the operation is received and checked only after that reply.  One
+    registered level was one wide function of most registers, late on the full ECP5 design (docs/boards.md)."""
+    terms = runnable_terms(c, bp)
+    t1 = Signal(len(terms), name="cfg_ok_terms")
+    m.d.sync += t1.eq(Cat(*terms))
+    groups = [t1[g:g + 4].all() for g in range(0, len(terms), 4)]
+    t2 = Signal(len(groups), name="cfg_ok_groups")
+    m.d.sync += t2.eq(Cat(*groups))
+    ok = Signal(name="cfg_ok")
+    m.d.sync += ok.eq(t2.all())
     return ok
 
 
@@ -334,7 +365,9 @@ class _Control(wiring.Component):
                 m.d.comb += self.seg_we.eq(1)
                 m.d.sync += self.seg_k.eq(self.seg_k + 1)
                 with m.If(self.seg_k == self.bp.max_segments - 1):
-                    m.next = "PINN_REGS" if self.bp.pinn else "START"
+                    m.next = "SETTLE"
+            with m.State("SETTLE"):        # the registered segment bus (_control_wiring) writes the last entry
+                m.next = "PINN_REGS" if self.bp.pinn else "START"
             if self.bp.pinn:
                 with m.State("PINN_REGS"):     # n_nodes, n_points, dim -> the loss block's registers
                     m.d.comb += self.reg_we.eq(1)
@@ -390,8 +423,8 @@ class BoardTop(wiring.Component):
 
         # --- configuration registers -> trainer control inputs ---------------------------------
         n_samples, n_queries, n_segs = c[CFG_N_SAMPLES], c[CFG_N_QUERIES], c[CFG_N_SEGMENTS]
-        # registered: CONFIGURE ends many cycles before the next request can start an operation
-        m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
+        # registered (three levels): CONFIGURE ends many cycles before the next request can start an operation
+        m.d.comb += ctl.cfg_ok.eq(registered_runnable(m, c, bp))
         inf = ctl.inference
         m.d.sync += [          # registered: settled long before START (>= max_segments cycles after op_start)
             tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
@@ -475,7 +508,7 @@ class BoardTop(wiring.Component):
         m.submodules.ctl = ctl = DomainRenamer("train")(_Control(bp, tr))
         c = cp.config
 
-        m.d.sync += ctl.cfg_ok.eq(runnable(c, bp))
+        m.d.comb += ctl.cfg_ok.eq(registered_runnable(m, c, bp))
         inf = ctl.inference
         m.d.sync += [          # registered, as above
             tr.optimizer.eq(Mux(inf, Optimizer.SIGNRGE, c[CFG_OPTIMIZER][0])),
@@ -552,10 +585,15 @@ class BoardTop(wiring.Component):
     @staticmethod
     def _control_wiring(m: Module, c, tr: ZoTrainer, ctl: "_Control", cp: CommandProcessor, bp: BoardParams) -> None:
         """Controller <-> trainer (segment table written before each start, start/busy) and <-> command processor."""
+        # Timing: the segment bus is registered (the entry's selection from the configuration registers
+        # and its write decode into the trainer's, perturber's and update's tables were a 15 ns path on
+        # the ECP5); _Control's SETTLE state lets the last entry land before the trainer starts.
         segs = Array(c[CFG_SEGMENTS + k] for k in range(bp.max_segments))
         seg = Signal(32)
-        m.d.comb += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
-                     tr.seg_we.eq(ctl.seg_we), tr.seg_addr.eq(ctl.seg_k), tr.seg_start.eq(seg),
+        seg_we, seg_k = Signal(), Signal.like(ctl.seg_k)
+        m.d.sync += [seg.eq(segs[ctl.seg_k[:max(1, (bp.max_segments - 1).bit_length())]]),
+                     seg_we.eq(ctl.seg_we), seg_k.eq(ctl.seg_k)]
+        m.d.comb += [tr.seg_we.eq(seg_we), tr.seg_addr.eq(seg_k), tr.seg_start.eq(seg),
                      tr.seg_bias.eq(seg[31]), tr.start.eq(ctl.tr_start), ctl.tr_busy.eq(tr.busy)]
         m.d.comb += [ctl.op_start.eq(cp.op_start), ctl.op_code.eq(cp.op_code), ctl.op_arg.eq(cp.op_arg),
                      cp.op_busy.eq(ctl.op_busy), cp.op_error.eq(ctl.op_error)]

@@ -25,11 +25,15 @@ Engine interface (what the integration wires to the compute engines):
   a double-buffered batch: the host uploads the next batch while a step runs; the integration
   guarantees the engine does not read what such a region writes), protocol_spec.accepted_while_busy.
 
-Timing (the full ECP5 design's routing, docs/boards.md): a request is decoded in three registered
-cycles (payload length, range flags, checks), and each reply byte is built in a short pipeline
+Timing (the full ECP5 design's routing, docs/boards.md): a request is decoded in four registered
+cycles (payload length, range sums, range flags, checks), and each reply byte is built in a short pipeline
 (address, register group, register word, byte; region address, region word, byte) before the
 encoder, so no path runs from a register file or a block RAM's multiplexer through the reply's byte
-select into the CRC.
+select into the CRC.  Each region's read word is registered before the region selection.  The
+configuration registers' clock enables, data and synchronous resets come straight from flip-flops:
+CONFIGURE writes through two registered stages, RESET clears through one clear register per
+CLEAR_GROUP registers, and the file has no other reset.  A copied byte's word address and lane are
+counters.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, memory, stream, wiring
@@ -57,6 +61,9 @@ def region_port(width: int, depth: int) -> wiring.Signature:
 
 REG_GROUP = 8
 """Registers per first-level group of the reply's register-word selection."""
+
+CLEAR_GROUP = 4
+"""Configuration registers (x 32 flip-flops) per copy of RESET's clear register."""
 
 
 def _select_groups(m: Module, name: str, words: list, sub: Value) -> list[Signal]:
@@ -137,7 +144,9 @@ class CommandProcessor(wiring.Component):
         plen = Signal(16)              # registered in DECODE (the frame is complete then)
 
         # --- registers ----------------------------------------------------------------------------
-        cfg = Array(Signal(32, name=f"cfg{k}") for k in range(ident.n_config))
+        # reset_less: cleared by the clear registers below (which the domain's reset sets), so the
+        # flip-flops' synchronous reset is one register, not a LUT ORing two resets (timing)
+        cfg = Array(Signal(32, name=f"cfg{k}", reset_less=True) for k in range(ident.n_config))
         for k in range(ident.n_config):
             m.d.comb += self.config[k].eq(cfg[k])
         res = Array(self.results[k] for k in range(ident.n_results))
@@ -145,6 +154,11 @@ class CommandProcessor(wiring.Component):
         last_op = Signal(8)
         op_cycles = Signal(32)
         m.d.sync += [self.op_start.eq(0), self.soft_reset.eq(0)]
+        # RESET clears the frame counters a cycle after CHECK (soft_reset is CHECK's registered RESET
+        # pulse; the cycle after CHECK receives, checks and counts nothing), not through CHECK's
+        # status chain into the counters' data inputs (timing)
+        with m.If(self.soft_reset):
+            m.d.sync += [self.rx_ok.eq(0), self.rx_bad.eq(0)]
         with m.If(self.op_start):
             m.d.sync += op_cycles.eq(0)
         with m.Elif(self.op_busy):
@@ -171,16 +185,23 @@ class CommandProcessor(wiring.Component):
         dlen = Signal(16)
         m.d.comb += dlen.eq(plen - P.WRITE_HDR.size)
 
-        # Range and length checks, registered in FLAGS (a cycle before CHECK uses them): each is an
-        # adder and a comparator; in CHECK they would sit in series with the priority chain below.
+        # Range and length checks, registered in FLAGS (a cycle before CHECK uses them): in CHECK they
+        # would sit in series with the priority chain below.  Each is a sum and a comparison: the sums
+        # (and the region's size) are registered a cycle earlier, in SUMS, so an adder and a
+        # comparator are not in series either (timing).
         w_range_bad, r_range_bad, c_range_bad, g_range_bad = (
             Signal(name=n_) for n_ in ("w_range_bad", "r_range_bad", "c_range_bad", "g_range_bad"))
         n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
-        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (off + dlen > sel_size)),
+        sum_exprs = {"w_end": off + dlen, "r_end": off + rcnt,
+                     "c_end": reg_first + ((plen - P.REG_FIRST.size) >> 2), "g_end": reg_first + reg_count}
+        ends = {k: Signal(v.shape(), name=k) for k, v in sum_exprs.items()}
+        size_q = Signal.like(sel_size, name="size_q")
+        sums = [ends[k].eq(v) for k, v in sum_exprs.items()] + [size_q.eq(sel_size)]
+        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (ends["w_end"] > size_q)),
                  r_range_bad.eq(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
-                                | (off + rcnt > sel_size)),
-                 c_range_bad.eq(reg_first + ((plen - P.REG_FIRST.size) >> 2) > ident.n_config),
-                 g_range_bad.eq(reg_first + reg_count > n_regs)]
+                                | (ends["r_end"] > size_q)),
+                 c_range_bad.eq(ends["c_end"] > ident.n_config),
+                 g_range_bad.eq(ends["g_end"] > n_regs)]
 
         known = Signal()
         for c in P.Cmd:
@@ -282,20 +303,39 @@ class CommandProcessor(wiring.Component):
         r_st, r_cmd, r_seq = Signal(8), Signal(8), Signal(8)
         r_src, r_len = Signal(3), Signal(16)
         r_sel = Signal.like(sel)
+        r_onehot = Signal(max(1, len(regions)))   # r_sel decoded (CHECK): the write ports' enables
         r_mask = Signal(2)
+        c_mask = Signal(2)             # word bytes - 1 of the copy (CHECK): 3 for CONFIGURE, else r_mask
+        c_config = Signal()            # the copy goes to the configuration registers (CHECK)
+        c_lane = Signal(2)             # byte lane of the next copied byte within its word
+        aw_max = max([8] + [max(1, (r.depth - 1).bit_length()) for r in regions])
+        c_addr = Signal(aw_max)        # word (or register) the next copied byte belongs to
         r_base = Signal(32)            # first word address (regions) or first register
         j = Signal(17)                 # byte index within the reply (header included) or copy
         n = Signal(16)                 # bytes to copy (WRITE/CONFIGURE)
         word = Signal(32)
-        # CONFIGURE's register write, registered: lands the cycle after COPY_DATA (index decoded from a register)
-        # and RESET's clearing of the register file (a cycle after CHECK: the clear does not hang off the checks)
-        cw_en, cw_idx, cw_data = Signal(), Signal(8), Signal(32)
-        cfg_clear = Signal()
-        m.d.sync += [cw_en.eq(0), cfg_clear.eq(0)]
-        with m.If(cfg_clear):
-            m.d.sync += [cfg[k].eq(0) for k in range(ident.n_config)]
-        with m.Elif(cw_en):
-            m.d.sync += cfg[cw_idx].eq(cw_data)
+        # CONFIGURE's register write, registered twice: index and word a cycle after COPY_DATA, then
+        # the index decoded into one enable per register, so each register's clock enable and data
+        # come straight from flip-flops (lands two cycles after COPY_DATA).
+        # RESET's clear of the register file (a cycle after CHECK: the clear does not hang off the
+        # checks) from one register per CLEAR_GROUP registers, each driving its group's synchronous
+        # reset directly.  The copies form a shift chain (group g is cleared g cycles after group 0,
+        # all within a few cycles, long before the RESET reply is sent and another request can read
+        # or write a register): copies loaded from one source would be merged back into one net by
+        # Yosys.  The domain's reset sets them all (init 1), so reset clears the file as before.
+        cw_en, cw_idx, cw_data = Signal(name="cw_en"), Signal(8, name="cw_idx"), Signal(32, name="cw_data")
+        cw_we = Signal(ident.n_config, name="cw_we")
+        cw_word = Signal(32, name="cw_word")
+        cfg_clear = [Signal(init=1, name=f"cfg_clear{g}")
+                     for g in range((ident.n_config + CLEAR_GROUP - 1) // CLEAR_GROUP)]
+        m.d.sync += [cw_en.eq(0), cw_word.eq(cw_data), cfg_clear[0].eq(0)]
+        m.d.sync += [q.eq(prev) for prev, q in zip(cfg_clear, cfg_clear[1:])]
+        m.d.sync += [cw_we[k].eq(cw_en & (cw_idx == k)) for k in range(ident.n_config)]
+        for k in range(ident.n_config):
+            with m.If(cfg_clear[k // CLEAR_GROUP]):
+                m.d.sync += cfg[k].eq(0)
+            with m.Elif(cw_we[k]):
+                m.d.sync += cfg[k].eq(cw_word)
         s_busy, s_op, s_err = Signal(), Signal(8), Signal(8)
         s_ok, s_bad, s_cycles = Signal(32), Signal(32), Signal(32)
 
@@ -319,13 +359,13 @@ class CommandProcessor(wiring.Component):
         # register index; the register word is registered in the two cycles after (group, then
         # word); REPLY_DATA (`reply_wait` cycles after REPLY_ADDR, so the register word is there and
         # the region word is too: its address registered a cycle after REPLY_ADDR, its data
-        # `read_latency` cycles later, registered (rdw) a cycle after that) registers the byte that
-        # REPLY_SEND hands to the encoder.
+        # `read_latency` cycles later, registered per region (rd_*) a cycle after that and selected
+        # into rdw a cycle later) registers the byte that REPLY_SEND hands to the encoder.
         hdr = Array([Const(P.VERSION, 8), r_cmd, r_seq, r_st, r_len[:8], r_len[8:]])
         stat = Cat(s_busy, Const(0, 7), s_op, s_err, Const(0, 8), s_ok, s_bad, s_cycles)
         # the region address is registered a cycle after REPLY_ADDR (see the ports above) and the
-        # region word a cycle after the memory delivers it (rdw below)
-        reply_wait = max(3, self.read_latency + 2)
+        # region word two cycles after the memory delivers it (rd_*, then rdw below)
+        reply_wait = max(3, self.read_latency + 3)
         ridx = Signal(8)               # register index of this byte (REPLY_ADDR)
         rword = Signal(32)             # its register word (two cycles after)
         # The register word is selected in two registered levels, groups of REG_GROUP words by
@@ -335,12 +375,15 @@ class CommandProcessor(wiring.Component):
         cfg_groups = _select_groups(m, "cfg", list(cfg), ridx[:3])
         res_groups = _select_groups(m, "res", list(res), ridx[:3])
         m.d.sync += rword.eq(Mux(r_src == SRC_CONFIG, Array(cfg_groups)[ridx[3:]], Array(res_groups)[ridx[3:]]))
-        # The region word is selected by r_sel (held through the reply) into a register every cycle,
-        # and its byte is selected from that register in REPLY_DATA, so no path runs from a block RAM
-        # (and the integration's logic after it) through both selections into byte_q (timing).
+        # Each region's word is registered as it comes (no logic after the integration's), then
+        # selected by r_sel (held through the reply) into a register, and its byte is selected from
+        # that register in REPLY_DATA, so no path runs from a block RAM (and the integration's logic
+        # after it) through a selection into rdw or byte_q (timing).
         rdw = Signal(max([r.width for r in regions], default=8))
         if regions:
-            m.d.sync += rdw.eq(Array(self.port(r).r_data for r in regions)[r_sel])
+            rdk = [Signal(r.width, name=f"rd_{r.name}") for r in regions]
+            m.d.sync += [q.eq(self.port(r).r_data) for q, r in zip(rdk, regions)]
+            m.d.sync += rdw.eq(Array(rdk)[r_sel])
         wait = Signal(range(reply_wait + 1))
         byte = Signal(8)
         byte_q = Signal(8)
@@ -379,9 +422,12 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [f_crc_ok.eq(tok.crc_ok), f_bad_esc.eq(tok.bad_escape)]
                         m.next = "DECODE"
 
-            # Two decode cycles before CHECK: the payload length, then the range/length flags.
+            # Three decode cycles before CHECK: the payload length, the range sums, the range/length flags.
             with m.State("DECODE"):
                 m.d.sync += plen.eq(count - P.MIN_FRAME)
+                m.next = "SUMS"
+            with m.State("SUMS"):
+                m.d.sync += sums
                 m.next = "FLAGS"
             with m.State("FLAGS"):
                 m.d.sync += flags
@@ -397,7 +443,9 @@ class CommandProcessor(wiring.Component):
             with m.State("CHECK"):
                 m.d.sync += [count.eq(0), overflow.eq(0), r_cmd.eq(h_cmd | P.REPLY_BIT), r_seq.eq(h_seq),
                              r_src.eq(SRC_NONE), r_len.eq(0), j.eq(0), word.eq(0), r_sel.eq(sel),
-                             r_mask.eq(sel_mask)]
+                             r_mask.eq(sel_mask), c_config.eq(h_cmd == P.Cmd.CONFIGURE),
+                             c_mask.eq(Mux(h_cmd == P.Cmd.CONFIGURE, 3, sel_mask)), c_lane.eq(0), c_addr.eq(r_base)]
+                m.d.sync += [r_onehot[k].eq(sel == k) for k in range(len(regions))]
                 with m.If(count < P.MIN_FRAME):
                     m.d.sync += self.rx_bad.eq(self.rx_bad + 1)          # runt: dropped silently
                     m.next = "RX"
@@ -406,8 +454,7 @@ class CommandProcessor(wiring.Component):
                                  r_st.eq(Mux(f_bad_esc | overflow, S.FRAME, S.CRC))]
                     m.next = "REPLY_ADDR"
                 with m.Else():
-                    ok_next = Mux((st == S.OK) & (h_cmd == P.Cmd.RESET), 0, self.rx_ok + 1)
-                    m.d.sync += [self.rx_ok.eq(ok_next), r_st.eq(st), r_src.eq(src), r_len.eq(rlen),
+                    m.d.sync += [self.rx_ok.eq(self.rx_ok + 1), r_st.eq(st), r_src.eq(src), r_len.eq(rlen),
                                  last_valid.eq(1), last_seq.eq(h_seq), last_cmd.eq(h_cmd), last_st.eq(st),
                                  s_busy.eq(self.op_busy), s_op.eq(last_op), s_err.eq(self.op_error),
                                  s_ok.eq(self.rx_ok + 1), s_bad.eq(self.rx_bad), s_cycles.eq(op_cycles)]
@@ -420,8 +467,8 @@ class CommandProcessor(wiring.Component):
                             m.d.sync += j.eq(P.HEADER_SIZE + P.REG_FIRST.size)
                             m.next = "COPY_ADDR"
                         with m.If(act == ACT_RESET):
-                            m.d.sync += [self.soft_reset.eq(1), last_op.eq(0), self.rx_bad.eq(0)]
-                            m.d.sync += cfg_clear.eq(1)
+                            m.d.sync += [self.soft_reset.eq(1), last_op.eq(0)]
+                            m.d.sync += cfg_clear[0].eq(1)
                         with m.If(act == ACT_RUN):
                             op = Mux(h_cmd == P.Cmd.RUN_INFERENCE, P.Op.INFERENCE, P.Op.STEPS)
                             m.d.sync += [self.op_start.eq(1), self.op_code.eq(op), last_op.eq(op),
@@ -436,25 +483,22 @@ class CommandProcessor(wiring.Component):
                     m.next = "REPLY_ADDR"
                 with m.Else():
                     m.next = "COPY_DATA"
+            # The byte's lane and its word's address are counters set in CHECK (c_lane, c_addr), not
+            # sums of the byte index and the first word (an adder chain into the write ports; timing).
             with m.State("COPY_DATA"):
                 m.d.comb += br.addr.eq(j)
                 word_next = Cat(word[8:32], br.data)
-                is_config = r_cmd == (P.Cmd.CONFIGURE | P.REPLY_BIT)
-                k_byte = Signal(16)       # index of this byte in the copied data
-                m.d.comb += k_byte.eq(j - Mux(is_config, P.HEADER_SIZE + P.REG_FIRST.size,
-                                              P.HEADER_SIZE + P.WRITE_HDR.size))
-                lane_last = (k_byte[:2] & Mux(is_config, 3, r_mask)) == Mux(is_config, 3, r_mask)
-                m.d.sync += [word.eq(word_next), j.eq(j + 1), n.eq(n - 1)]
+                lane_last = c_lane == c_mask
+                m.d.sync += [word.eq(word_next), j.eq(j + 1), n.eq(n - 1), c_lane.eq(c_lane + 1)]
                 with m.If(lane_last):
-                    with m.If(is_config):
-                        m.d.sync += [cw_en.eq(1), cw_idx.eq(r_base + (k_byte >> 2)), cw_data.eq(word_next)]
+                    m.d.sync += [c_lane.eq(0), c_addr.eq(c_addr + 1)]
+                    with m.If(c_config):
+                        m.d.sync += [cw_en.eq(1), cw_idx.eq(c_addr), cw_data.eq(word_next)]
                     with m.Else():                       # region write ports are registered (see above)
                         for k, r in enumerate(regions):
                             port = self.port(r)
-                            shift = r.word_bytes.bit_length() - 1
-                            m.d.sync += [port.w_addr.eq(r_base + (k_byte >> shift)),
-                                         port.w_data.eq(word_next[32 - r.width:]),
-                                         port.w_en.eq(r_sel == k)]
+                            m.d.sync += [port.w_addr.eq(c_addr), port.w_data.eq(word_next[32 - r.width:]),
+                                         port.w_en.eq(r_onehot[k])]
                 with m.If(n == 1):
                     m.d.sync += j.eq(0)
                     m.next = "REPLY_ADDR"

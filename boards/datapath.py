@@ -30,7 +30,7 @@ from ttzo.golden.formats import DEFAULT_CONFIG, FixedConfig
 from ttzo.golden.prng import fmix32
 
 from .sizing import MemoryPlan
-from .spram import SinglePortRAM
+from ttzo.rtl.spram import SinglePortRAM
 
 ACC_WIDTH = 40
 REGION_PARAMS, REGION_BULK, REGION_A, REGION_B = range(4)

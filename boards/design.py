@@ -71,6 +71,23 @@ def full_core(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAULT_C
     return BoardTop(board_params(profile, rank, cfg), phy="uart", reset_buffer=global_buffer(profile.family))
 
 
+def serial_params(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAULT_CONFIG):
+    """The BoardParams of the serial MNIST rank-`rank` design (rtl/board_top.serial_profile) on `profile`'s board."""
+    from ttzo.rtl.board_top import serial_profile
+
+    return replace(serial_profile(rank), uart_divisor=profile.uart_divisor, clock_hz=int(profile.clock_hz), cfg=cfg)
+
+
+def serial_core(profile: BoardProfile, rank: int = 6, cfg: FixedConfig = DEFAULT_CONFIG):
+    """rtl/serial_top.SerialTop (command processor + serial trainer, one MAC) with its UART PHY; its big
+    memories in SPRAM where the device has them (docs/rtl-serial.md)."""
+    from ttzo.rtl.serial_top import SerialTop
+
+    from .clocking import RESET_GLOBAL, global_buffer
+    return SerialTop(serial_params(profile, rank, cfg), phy="uart", use_spram=profile.capacity.spram >= 4,
+                     reset_buffer=global_buffer(profile.family) if profile.family in RESET_GLOBAL else None)
+
+
 #: Width of one hard multiplier's signed operands per family (SB_MAC16: 16 x 16; MULT18X18D, DSP48E1: 18 x 18+).
 DSP_OPERAND_BITS = {"ice40": 16, "ecp5": 18, "xc7": 18}
 

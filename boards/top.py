@@ -10,6 +10,8 @@ pin members; it then gets the pins and the clock domain only.
 Registered cores:
   full       the real training design: rtl/board_top.BoardTop (command processor + ZO trainer +
              TT engine + UART) sized for MNIST rank r by boards.design (default where it fits);
+  serial     the serial training design: rtl/serial_top.SerialTop (the same protocol, one MAC, signRGE
+             only; its memories in SPRAM on the UP5K, docs/rtl-serial.md);
   stand-in   boards.datapath.RepresentativeDatapath sized by boards.sizing (a resource/timing
              proxy; the default on boards the full design does not fit, see docs/boards.md);
   link       rtl/link_top.LinkTop with its UART PHY (command processor, region memories and the
@@ -92,6 +94,11 @@ def _full_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> 
     return full_core(profile, plan_rank(plan), cfg)
 
 
+def _serial_factory(profile: BoardProfile, plan: MemoryPlan, cfg: FixedConfig) -> wiring.Component:
+    from .design import serial_core
+    return serial_core(profile, plan_rank(plan), cfg)
+
+
 def plan_rank(plan: MemoryPlan) -> int:
     """The MNIST TT rank a plan was made for (its net is golden's ``mnist-tt-rR``)."""
     head, _, r = plan.net_name.rpartition("-r")
@@ -102,6 +109,9 @@ def plan_rank(plan: MemoryPlan) -> int:
 
 register_core("full", _full_factory, pins=("rx", "tx"),
               help="the training design: rtl/board_top.BoardTop (cmdproc + ZO trainer + TT engine, UART)")
+register_core("serial", _serial_factory, pins=("rx", "tx"),
+              help="the serial training design: rtl/serial_top.SerialTop (cmdproc + one-MAC signRGE trainer, UART; "
+                   "fits the UP5K)")
 register_core("stand-in", _stand_in,
               help="P MAC lanes + the memory plan's RAMs behind a byte-command shell (resource/timing proxy)")
 register_core("engine", _engine_factory, help="TT network engine (rtl/tt_network.py: board_core)")

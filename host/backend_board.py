@@ -123,8 +123,13 @@ class BoardSession:
 
     # --- loading -------------------------------------------------------------------------------------
     def load_program(self) -> int:
-        """The engine program (header, step descriptors, sine table) into region `program`; returns words."""
+        """The engine program (header, step descriptors, sine table) into region `program`; returns words.
+
+        A design without a PROGRAM region (the serial design, docs/rtl-serial.md) has its network fixed
+        in the gateware: nothing to load, 0 words."""
         from ttzo.rtl.descriptors import REGION_BIASES, REGION_CORES, REGION_SHIFT, compile_network
+        if T.REGION_PROGRAM not in {r.id for r in self.board.info.regions}:
+            return 0
         zeros = np.zeros(self.net.n_params, dtype=np.int64)
         if self.pinn:     # the loss block's engine computes the interpolated sine (golden/hjb.py)
             prog = compile_network(self.net, self.net.unflatten(zeros), self.bp.cfg, self.bp.engine, "interp")

@@ -116,10 +116,14 @@ class BoardParams:
     cfg: FixedConfig = field(default=DEFAULT_CONFIG)
     pinn: "PinnSizes | None" = None  # set: the HJB loss design (PinnLoss around the engine, no batch/labels)
     batch_banks: int = 1             # 2: double-buffered batch/labels (regions BATCH_NEXT/LABELS_NEXT, CFG bank)
+    serial: bool = False             # rtl/serial_top.SerialTop: program fixed in the gateware (no PROGRAM region),
+                                     # signRGE only, one MAC (docs/rtl-serial.md)
 
     def __post_init__(self) -> None:
         if len(self.name.encode("ascii")) > P.Identify.NAME_BYTES:
             raise ValueError(f"board name {self.name!r} longer than {P.Identify.NAME_BYTES} bytes")
+        if self.serial and (self.pinn or self.batch_banks != 1):
+            raise ValueError("the serial design has one batch bank and no PINN loss")
         if self.batch_banks not in (1, 2) or (self.pinn and self.batch_banks != 1):
             raise ValueError(f"batch_banks must be 1 or 2 (1 on HJB designs), got {self.batch_banks}")
         if len(self.net.param_sizes()) > self.max_segments:
@@ -169,9 +173,10 @@ class BoardParams:
             return self._identify_pinn(phy)
         regions = (P.RegionInfo(P.Region.PARAMS, 16, net.n_params),
                    P.RegionInfo(P.Region.BATCH, 8, self.max_samples * net.in_features),
-                   P.RegionInfo(P.Region.LABELS, 8, self.max_samples),
-                   P.RegionInfo(REGION_PROGRAM, 32, 1 << CFG_ADDR_BITS, P.REGION_FLAG_WRITABLE),
-                   P.RegionInfo(REGION_LOG, 32, LOG_WORDS * self.log_depth, ro))
+                   P.RegionInfo(P.Region.LABELS, 8, self.max_samples))
+        if not self.serial:
+            regions += (P.RegionInfo(REGION_PROGRAM, 32, 1 << CFG_ADDR_BITS, P.REGION_FLAG_WRITABLE),)
+        regions += (P.RegionInfo(REGION_LOG, 32, LOG_WORDS * self.log_depth, ro),)
         if self.batch_banks > 1:     # the idle bank: write-only, writable while an operation runs
             nxt = P.REGION_FLAG_WRITABLE | P.REGION_FLAG_BUSY_WRITABLE
             regions += (P.RegionInfo(P.Region.BATCH_NEXT, 8, self.max_samples * net.in_features, nxt),
@@ -232,6 +237,22 @@ def mnist_profile(rank: int = 6, batch: int = 64) -> BoardParams:
                        n_max=10, log_depth=1024, batch_banks=2)
 
 
+def serial_profile(rank: int = 6, batch: int = 64) -> BoardParams:
+    """The serial design (rtl/serial_top.SerialTop, docs/rtl-serial.md) for the paper's TT-MLP at `rank`:
+    one MAC, batch 64, N <= 10, 512 log entries, 16-bit state buffers, signRGE only."""
+    from ttzo.golden.network import mnist_tt
+    return BoardParams(f"ttzo-serial-r{rank}", mnist_tt(rank), EngineParams(lanes=1, data_bits=16), max_samples=batch,
+                       n_max=10, log_depth=512, max_payload=512, serial=True)
+
+
+def serial_tiny_profile() -> BoardParams:
+    """The serial design around small_profile's 784 -> 16 -> 10 net (210 parameters), batch <= 8, N <= 4:
+    simulates in seconds."""
+    from ttzo.sim.tb_zo_nets import small_mnist_net
+    return BoardParams("ttzo-serial-tiny", small_mnist_net(), EngineParams(lanes=1, data_bits=16), max_samples=8,
+                       n_max=4, log_depth=64, max_payload=512, serial=True)
+
+
 def hjb_small_profile() -> BoardParams:
     """The HJB loss on the tiny sine TT net (3 -> 8 -> 4 -> 1, sim/pinn_cosim.tiny_pinn_net) with
     sim/pinn_cosim.SMALL_SPEC's engine: D <= 4, <= 64 nodes, <= 8 collocation points; simulates in seconds."""
@@ -252,10 +273,14 @@ def hjb_profile() -> BoardParams:
 
 
 def profile(name: str) -> BoardParams:
-    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR", "ttzo-hjb-small",
-    "ttzo-hjb"); ValueError otherwise."""
+    """The BoardParams a board reports by name in IDENTIFY ("ttzo-small", "ttzo-mnist-rR", "ttzo-serial-rR",
+    "ttzo-serial-tiny", "ttzo-hjb-small", "ttzo-hjb"); ValueError otherwise."""
     if name == "ttzo-small":
         return small_profile()
+    if name.startswith("ttzo-serial-r") and name[13:].isdigit():
+        return serial_profile(int(name[13:]))
+    if name == "ttzo-serial-tiny":
+        return serial_tiny_profile()
     if name.startswith("ttzo-mnist-r") and name[12:].isdigit():
         return mnist_profile(int(name[12:]))
     if name == "ttzo-hjb-small":
@@ -263,7 +288,7 @@ def profile(name: str) -> BoardParams:
     if name == "ttzo-hjb":
         return hjb_profile()
     raise ValueError(f"unknown board design {name!r}: this host knows 'ttzo-small', 'ttzo-mnist-rR', "
-                     "'ttzo-hjb-small' and 'ttzo-hjb'")
+                     "'ttzo-serial-rR', 'ttzo-serial-tiny', 'ttzo-hjb-small' and 'ttzo-hjb'")
 
 
 def runnable(c, bp: BoardParams) -> Value:
@@ -382,6 +407,40 @@ class _Control(wiring.Component):
                     m.d.sync += [self.op_busy.eq(0), self.ops.eq(self.ops + 1)]
                     m.next = "IDLE"
         return m
+
+
+def attach_phy(m: Module, top: wiring.Component, cp: CommandProcessor, op_busy: Value) -> None:
+    """`top`'s PHY: ports i/o straight to the command processor (``top.phy == "stream"``) or a UART on
+    pins rx/tx (``"uart"``, divisor ``top.bp.uart_divisor``); and its ``busy``/``idle`` outputs."""
+    m.d.comb += top.busy.eq(op_busy)
+    if top.phy == "stream":
+        wiring.connect(m, wiring.flipped(top.i), cp.i)
+        wiring.connect(m, cp.o, wiring.flipped(top.o))
+        m.d.comb += top.idle.eq(cp.idle & ~op_busy)
+    else:
+        m.submodules.urx = urx = UartRx(top.bp.uart_divisor)
+        m.submodules.utx = utx = UartTx(top.bp.uart_divisor)
+        m.d.comb += [urx.rx.eq(top.rx), top.tx.eq(utx.tx)]
+        wiring.connect(m, urx.o, cp.i)
+        m.d.comb += [utx.i.valid.eq(cp.o.valid), utx.i.payload.eq(cp.o.payload.data),
+                     cp.o.ready.eq(utx.i.ready), top.idle.eq(cp.idle & ~op_busy & urx.idle & utx.idle)]
+
+
+def train_domain(m: Module, cp: CommandProcessor, reset_buffer: Callable[[Module, Value], Value] | None) -> None:
+    """Domain ``train`` (trainer, engine, controller): the sync clock, reset by power-on reset OR the
+    RESET command, taken from one flip-flop a cycle later.
+
+    One registered reset instead of ResetInserter's OR of two resets: the OR was a LUT driving the
+    LSR of ~20,000 flip-flops, the worst net of the ECP5 build (docs/boards.md).  From a flip-flop it
+    can go onto a global line: `reset_buffer(m, rst)` returns the buffered net (boards/clocking.
+    global_buffer: DCCA on ECP5); without one the register drives the resets directly.  Used by
+    BoardTop and rtl/serial_top.SerialTop.
+    """
+    m.domains.train = cd = ClockDomain("train", local=True)
+    rst = Signal(init=1, reset_less=True)
+    m.d.sync += rst.eq(ResetSignal("sync") | cp.soft_reset)
+    m.d.comb += [cd.clk.eq(ClockSignal("sync")),
+                 cd.rst.eq(reset_buffer(m, rst) if reset_buffer is not None else rst)]
 
 
 class BoardTop(wiring.Component):
@@ -568,19 +627,7 @@ class BoardTop(wiring.Component):
         return m
 
     def _train_domain(self, m: Module, cp: CommandProcessor) -> None:
-        """Domain ``train`` (trainer, engine, controller): the sync clock, reset by power-on reset OR the
-        RESET command, taken from one flip-flop a cycle later.
-
-        One registered reset instead of ResetInserter's OR of two resets: the OR was a LUT driving the
-        LSR of ~20,000 flip-flops, the worst net of the ECP5 build (docs/boards.md).  From a flip-flop it
-        can go onto a global line: `reset_buffer(m, rst)` returns the buffered net (boards/clocking.
-        global_buffer: DCCA on ECP5); without one the register drives the resets directly.
-        """
-        m.domains.train = cd = ClockDomain("train", local=True)
-        rst = Signal(init=1, reset_less=True)
-        m.d.sync += rst.eq(ResetSignal("sync") | cp.soft_reset)
-        m.d.comb += [cd.clk.eq(ClockSignal("sync")),
-                     cd.rst.eq(self.reset_buffer(m, rst) if self.reset_buffer is not None else rst)]
+        train_domain(m, cp, self.reset_buffer)
 
     @staticmethod
     def _control_wiring(m: Module, c, tr: ZoTrainer, ctl: "_Control", cp: CommandProcessor, bp: BoardParams) -> None:
@@ -616,20 +663,7 @@ class BoardTop(wiring.Component):
                 m.d.comb += log.r_data.eq(lp.data.correct)
 
     def _phy(self, m: Module, cp: CommandProcessor, ctl: "_Control") -> None:
-        bp = self.bp
-        # --- PHY ---------------------------------------------------------------------------------------
-        m.d.comb += self.busy.eq(ctl.op_busy)
-        if self.phy == "stream":
-            wiring.connect(m, wiring.flipped(self.i), cp.i)
-            wiring.connect(m, cp.o, wiring.flipped(self.o))
-            m.d.comb += self.idle.eq(cp.idle & ~ctl.op_busy)
-        else:
-            m.submodules.urx = urx = UartRx(bp.uart_divisor)
-            m.submodules.utx = utx = UartTx(bp.uart_divisor)
-            m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
-            wiring.connect(m, urx.o, cp.i)
-            m.d.comb += [utx.i.valid.eq(cp.o.valid), utx.i.payload.eq(cp.o.payload.data),
-                         cp.o.ready.eq(utx.i.ready), self.idle.eq(cp.idle & ~ctl.op_busy & urx.idle & utx.idle)]
+        attach_phy(m, self, cp, ctl.op_busy)
 
 
 def to_verilog(bp: BoardParams, phy: str = "stream", name: str = "board_top") -> str:

@@ -82,9 +82,20 @@ def _select_groups(m: Module, name: str, words: list, sub: Value) -> list[Signal
 class CommandProcessor(wiring.Component):
     """The protocol engine of the board.  `ident` (protocol.Identify) fixes regions, sizes, formats."""
 
-    def __init__(self, ident: P.Identify, read_latency: int = 1) -> None:
-        if not 1 <= read_latency <= 4:
-            raise ValueError(f"read_latency {read_latency}: must be 1..4 cycles")
+    def __init__(self, ident: P.Identify, read_latency: int = 1, config_bits: "tuple[int, ...] | None" = None
+                 ) -> None:
+        """`config_bits[k]` (0..32, default 32): configuration register k holds a `config_bits[k]`-bit signed
+        value (it reads back sign-extended) and ``config_fit[k]`` says whether the last word written to it
+        was one (1 for 32-bit and unstored registers); 0 bits: not stored, reads 0, writes ignored.  A small
+        design keeps only the bits it uses and refuses a start when a written value did not fit (the serial
+        design on the UP5K, docs/rtl-serial.md)."""
+        if config_bits is None:
+            config_bits = (32,) * ident.n_config
+        if len(config_bits) != ident.n_config or not all(0 <= b <= 32 for b in config_bits):
+            raise ValueError(f"config_bits needs {ident.n_config} widths in 0..32, got {config_bits}")
+        self.config_bits = tuple(config_bits)
+        if not 1 <= read_latency <= 8:
+            raise ValueError(f"read_latency {read_latency}: must be 1..8 cycles")
         self.read_latency = read_latency
         for r in ident.regions:
             if r.width not in (8, 16, 32):
@@ -106,6 +117,7 @@ class CommandProcessor(wiring.Component):
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(FrameByte)),
             "config": Out(data.ArrayLayout(32, ident.n_config)),
+            "config_fit": Out(ident.n_config),
             "results": In(data.ArrayLayout(32, ident.n_results)),
             "op_start": Out(1), "op_code": Out(8), "op_arg": Out(32),
             "op_busy": In(1), "op_error": In(8), "soft_reset": Out(1),
@@ -332,10 +344,24 @@ class CommandProcessor(wiring.Component):
         m.d.sync += [q.eq(prev) for prev, q in zip(cfg_clear, cfg_clear[1:])]
         m.d.sync += [cw_we[k].eq(cw_en & (cw_idx == k)) for k in range(ident.n_config)]
         for k in range(ident.n_config):
+            bits = self.config_bits[k]
+            m.d.comb += self.config_fit[k].eq(1)
+            if not bits:
+                continue            # not stored: reads 0
+            if bits == 32:
+                with m.If(cfg_clear[k // CLEAR_GROUP]):
+                    m.d.sync += cfg[k].eq(0)
+                with m.Elif(cw_we[k]):
+                    m.d.sync += cfg[k].eq(cw_word)
+                continue
+            held = Signal(bits, name=f"cfg{k}_held", reset_less=True)
+            fit = Signal(name=f"cfg{k}_fit", reset_less=True)
+            top = cw_word[bits - 1:]
             with m.If(cfg_clear[k // CLEAR_GROUP]):
-                m.d.sync += cfg[k].eq(0)
+                m.d.sync += [held.eq(0), fit.eq(1)]
             with m.Elif(cw_we[k]):
-                m.d.sync += cfg[k].eq(cw_word)
+                m.d.sync += [held.eq(cw_word[:bits]), fit.eq((top == 0) | top.all())]
+            m.d.comb += [cfg[k].eq(held.as_signed()), self.config_fit[k].eq(fit)]
         s_busy, s_op, s_err = Signal(), Signal(8), Signal(8)
         s_ok, s_bad, s_cycles = Signal(32), Signal(32), Signal(32)
 

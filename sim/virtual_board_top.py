@@ -26,11 +26,15 @@ TESTCASE = "run_board_server"
 
 
 def build(bp, phy: str = "stream", sim: str = "verilator"):
-    """Build (cached by hash under build/sim) the simulation model of BoardTop(bp, phy)."""
+    """Build (cached by hash under build/sim) the simulation model of BoardTop(bp, phy), or of
+    rtl/serial_top.SerialTop(bp, phy) for a serial design (``bp.serial``)."""
     from ttzo.rtl.board_top import BoardTop
 
     from . import runner
     name = f"board_top_{bp.name.replace('-', '_')}" + ("" if phy == "stream" else "_uart")
+    if bp.serial:
+        from ttzo.rtl.serial_top import SerialTop
+        return runner.build(SerialTop(bp, phy), name, sim=sim)
     return runner.build(BoardTop(bp, phy), name, sim=sim)
 
 

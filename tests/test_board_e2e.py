@@ -7,6 +7,7 @@ engine program and the parameters, streams a real MNIST training batch, runs 2 s
 chip and reads the parameters back: they equal golden/zo_fixed.py's bit for bit, and so do the
 losses and correct counts of every forward pass the chip logged.  The UART PHY variant is `slow`.
 The HJB loss evaluation through the board (the ttzo-hjb-small design) is tests/test_board_hjb_e2e.py.
+The serial design (rtl/serial_top.py, docs/rtl-serial.md) runs the same flow at its tiny profile.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def _theta(net, cfg):
     return net.flatten(seeded_params(net, cfg, 0)).astype(np.int64)
 
 
-def _flow(url: str, mnist_dir, timeout: float) -> None:
-    bp = small_profile()
+def _flow(url: str, mnist_dir, timeout: float, bp=None) -> None:
+    bp = bp or small_profile()
     with Board.open(url, timeout=timeout) as b:
         # identify: the record is the design's own (sizes, formats, capabilities)
         assert b.info.name == bp.name
@@ -125,6 +126,18 @@ def test_virtual_board_signrge_bit_exact(mnist_dir) -> None:
     port, stop = start(small_profile(), phy="stream")
     try:
         _flow(f"socket://127.0.0.1:{port}", mnist_dir, timeout=5.0)
+    finally:
+        stop()
+
+
+def test_virtual_board_serial_design_bit_exact(mnist_dir) -> None:
+    """The same flow, unchanged host code, against the serial design (rtl/serial_top.SerialTop, the one
+    that fits the UP5K) at its small profile: no program to load, the same results bit for bit."""
+    from ttzo.rtl.board_top import serial_tiny_profile
+    from ttzo.sim.virtual_board_top import start
+    port, stop = start(serial_tiny_profile(), phy="stream")
+    try:
+        _flow(f"socket://127.0.0.1:{port}", mnist_dir, timeout=5.0, bp=serial_tiny_profile())
     finally:
         stop()
 

@@ -446,7 +446,7 @@ def test_link_core_swaps_in_on_a_board(tmp_path):
 
 def test_unknown_core_is_a_clear_error():
     from ttzo.boards.top import get_core
-    with pytest.raises(ValueError, match="registered cores: full, stand-in"):
+    with pytest.raises(ValueError, match="registered cores: full, serial, stand-in"):
         get_core("nope")
 
 

@@ -204,14 +204,17 @@ class CommandProcessor(wiring.Component):
         w_range_bad, r_range_bad, c_range_bad, g_range_bad = (
             Signal(name=n_) for n_ in ("w_range_bad", "r_range_bad", "c_range_bad", "g_range_bad"))
         n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
-        sum_exprs = {"w_end": off + dlen, "r_end": off + rcnt,
+        # an offset at or beyond 2^ob (ob: bits of the largest region's size) is out of range whatever the
+        # count, so the sums need only its low ob bits and one "high bits set" flag (narrow adders)
+        ob = min(32, max([r.size for r in regions], default=1).bit_length())
+        sum_exprs = {"w_end": off[:ob] + dlen, "r_end": off[:ob] + rcnt, "off_hi": off[ob:].any(),
                      "c_end": reg_first + ((plen - P.REG_FIRST.size) >> 2), "g_end": reg_first + reg_count}
         ends = {k: Signal(v.shape(), name=k) for k, v in sum_exprs.items()}
         size_q = Signal.like(sel_size, name="size_q")
         sums = [ends[k].eq(v) for k, v in sum_exprs.items()] + [size_q.eq(sel_size)]
-        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | (ends["w_end"] > size_q)),
+        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | ends["off_hi"] | (ends["w_end"] > size_q)),
                  r_range_bad.eq(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
-                                | (ends["r_end"] > size_q)),
+                                | ends["off_hi"] | (ends["r_end"] > size_q)),
                  c_range_bad.eq(ends["c_end"] > ident.n_config),
                  g_range_bad.eq(ends["g_end"] > n_regs)]
 

@@ -112,6 +112,7 @@ def test_errors_match_reference_and_change_nothing():
         req(P.Cmd.WRITE_REGION, W(P.Region.PARAMS, 0xFFFFFFFE) + b"ab", seq=17),   # wraps 32 bits
         req(P.Cmd.READ_REGION, R(P.Region.BATCH, 0, 129), seq=18),          # longer than max_payload
         req(P.Cmd.READ_REGION, R(P.Region.NODES, 2, 4), seq=19),
+        req(P.Cmd.READ_REGION, R(P.Region.PARAMS, 0x80000000, 2), seq=29),   # offset beyond every region
         req(P.Cmd.READ_REGION, R(P.Region.BATCH, 0, 4) + b"x", seq=20),
         req(P.Cmd.CONFIGURE, struct.pack("<HI", 4, 1), seq=21),
         req(P.Cmd.CONFIGURE, struct.pack("<HII", 3, 1, 2), seq=22),
@@ -135,7 +136,7 @@ def test_errors_match_reference_and_change_nothing():
     assert model.mem[P.Region.BATCH] == bytes(32) and model.config == [0] * 4
     st = P.BoardStatus.decode(P.decode_body(P.slip_unescape(got[-1][1:-1])).payload)
     # CRC, escape, overflow, runt, and the garbage: 0x00..0xBF (overflow) and 0xC1..0xFF (bad escapes)
-    assert st.rx_bad == 6 and st.rx_ok == 24
+    assert st.rx_bad == 6 and st.rx_ok == 25
 
 
 def _frames(line: bytes) -> list[P.Frame]:

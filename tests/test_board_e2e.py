@@ -184,3 +184,35 @@ def test_train_mnist_through_the_board_equals_golden(mnist_dir, tmp_path) -> Non
     keys = ("train_loss", "train_acc", "test_loss", "test_acc", "evaluations", "steps")
     assert [{k: m[k] for k in keys} for m in res.metrics] == [{k: m[k] for k in keys} for m in gold.metrics]
     assert (tmp_path / "board" / "checkpoint.npz").exists() and (tmp_path / "board" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_virtual_board_serial_mnist_r6_step_bit_exact(mnist_dir) -> None:
+    """The UP5K bitstream's own design (ttzo-serial-r6: mnist_tt(6), 3,962 parameters, the same RTL the
+    icebreaker build places) trains one signRGE step on real MNIST samples through the unchanged host
+    driver, bit for bit as golden: 3 forward passes x 2 samples of ~368,000 engine cycles each
+    (133 s with the Verilator build, tenth session)."""
+    from ttzo.rtl.board_top import serial_profile
+    from ttzo.sim.virtual_board_top import start
+    bp = serial_profile(6)
+    port, stop = start(bp, phy="stream")
+    try:
+        with Board.open(f"socket://127.0.0.1:{port}", timeout=5.0) as b:
+            assert b.info.name == "ttzo-serial-r6"
+            s = BoardSession(b)
+            assert s.load_program() == 0                          # the network is in the gateware
+            theta = _theta(s.net, s.cfg)
+            s.load_params(theta)
+            x, y = _batch(mnist_dir)
+            x, y = x[:2], y[:2]
+            s.load_batch(x, y)
+            s.configure_signrge(seed=SEED, step0=5, n_samples=2, queries=2, mu=MU, alpha=ALPHA)
+            r = s.run_steps(1, timeout=600.0)
+            want, log = golden_signrge(s.net, theta, x, y, seed=SEED, step0=5, k_steps=1, queries=2, mu=MU,
+                                       alpha=ALPHA, cfg=s.cfg)
+            assert r.steps == 1 and r.forwards == 3
+            assert np.array_equal(s.read_params(), want)
+            assert not np.array_equal(want, theta)
+            assert s.read_log(3) == log
+    finally:
+        stop()

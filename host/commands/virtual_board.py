@@ -1,8 +1,8 @@
 """`ttzo virtual-board --port N`: serve the simulated board (cocotb + Verilator) on a local TCP port.
 
 Then `--port socket://127.0.0.1:N` works with every host command (e.g. `ttzo board identify`).
-The served design is the standalone link design (command processor, memories, stub engine)
-until the integration registers the full top level here.
+The served design is one of the real board designs (`--design`, rtl/board_top.profile: the full
+design at a profile, or the serial design) or the standalone link design (`--design link`).
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stream: the command processor's byte stream (fast, default); uart: bit-level UART pins")
     p.add_argument("--design", default="ttzo-small",
                    help="ttzo-small (default), ttzo-mnist-rR, or the HJB-loss designs ttzo-hjb-small / ttzo-hjb: "
-                        "rtl/board_top.BoardTop with the TT engine and ZO trainer; link: the standalone link design "
-                        "with its stub engine")
+                        "rtl/board_top.BoardTop with the TT engine and ZO trainer; ttzo-serial-tiny / ttzo-serial-rR: "
+                        "the serial design that fits the UP5K (rtl/serial_top.SerialTop, docs/rtl-serial.md); "
+                        "link: the standalone link design with its stub engine")
     p.add_argument("--max-payload", type=int, default=1024, help="frame payload limit of the design (default 1024)")
     p.add_argument("--uart-divisor", type=int, default=8, help="clocks per UART bit in --phy uart (default 8)")
     p.set_defaults(func=run)

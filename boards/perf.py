@@ -183,6 +183,37 @@ def full_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud
                 batch_upload_seconds=uart_seconds(batch * BYTES_PER_SAMPLE, baud, link_efficiency))
 
 
+def serial_design_perf(fmax_hz: float, *, queries: int = 10, batch: int = 64, baud: int = 3_000_000,
+                       rank: int = 6, link_efficiency: float = DEFAULT_LINK_EFFICIENCY) -> Perf:
+    """Epoch time of the serial design (rtl/serial_top.SerialTop, one MAC; docs/rtl-serial.md) from its
+    cycle formulas, each checked against simulation by the blocks' tests: the engine's cycles per sample
+    (rtl/serial_program.SerialProgram.cycles), the loss unit's worst-case latency
+    (rtl/serial_loss.max_latency) and the trainer's step (rtl/serial_trainer.step_cycles)."""
+    from ttzo.golden.formats import DEFAULT_CONFIG
+    from ttzo.rtl.serial_loss import max_latency
+    from ttzo.rtl.serial_program import compile_serial
+    from ttzo.rtl.serial_trainer import step_cycles
+
+    net = mnist_tt(rank)
+    prog = compile_serial(net, DEFAULT_CONFIG)
+    cf = prog.cycles()
+    sample = cf + max_latency(net.out_features, DEFAULT_CONFIG.act, DEFAULT_CONFIG.loss)
+    cs = step_cycles(net.n_params, queries, batch, sample)
+    steps = math.ceil(MNIST_TRAIN / batch)
+    ce = steps * cs
+    compute = ce / fmax_hz
+    link = MNIST_TRAIN * BYTES_PER_SAMPLE * 10 / baud / link_efficiency
+    macs = net.macs("chosen")
+    return Perf(net.name, 1, fmax_hz, macs / cf, "cycle formulas of the serial design's blocks (checked by simulation)",
+                macs, cf, batch * (queries + 1), cs, steps, ce, cf / fmax_hz, cs / fmax_hz, compute, link,
+                compute + link, baud,
+                f"C_f = {cf} engine cycles per sample (SerialProgram.cycles); T = C_f + loss latency <= {sample}; "
+                "C_s = serial_trainer.step_cycles(D, N, B, T); epoch = ceil(60000/B)*C_s/Fmax + 60000*785*10/(baud*eff) "
+                "(one batch bank: uploads in series)",
+                epoch_overlapped_seconds=compute + link,
+                batch_upload_seconds=uart_seconds(batch * BYTES_PER_SAMPLE, baud, link_efficiency))
+
+
 def machine() -> str:
     """CPU model, core count, OS and Python of this machine (for reports)."""
     cpu = _platform.processor() or _platform.machine()

@@ -15,7 +15,7 @@ from pathlib import Path
 from ttzo.golden.network import mnist_tt
 
 from .build import BuildResult
-from .perf import full_design_perf, machine, perf_model
+from .perf import full_design_perf, machine, perf_model, serial_design_perf
 from .routing_report import markdown as routing_markdown, routing_summary
 from .sizing import largest_rank, map_plan, memory_plan
 
@@ -134,7 +134,9 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
     plan = memory_plan(mnist_tt(result.rank), p.lanes, p.batch)
     plan_r6 = memory_plan(mnist_tt(perf_rank), p.lanes, p.batch)
     full = result.core == "full" and perf_rank == 6 and forward_cycles is None and utilisation is None
-    if full:    # the real design: its own simulated cycle counts (boards/perf.full_design_perf)
+    if result.core == "serial" and forward_cycles is None and utilisation is None:
+        perf = serial_design_perf(run_hz, queries=p.queries, batch=p.batch, baud=p.uart_baud, rank=perf_rank)
+    elif full:    # the real design: its own simulated cycle counts (boards/perf.full_design_perf)
         perf = full_design_perf(run_hz, queries=p.queries, batch=p.batch, baud=p.uart_baud)
         if p.batch_banks == 1:   # single-buffered batch: each upload waits for the step, in series
             from dataclasses import replace as _replace
@@ -144,7 +146,7 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
                           utilisation=utilisation, forward_cycles=forward_cycles)
     rep = {
         "board": p.name, "title": p.title, "device": p.device, "family": p.family, "core": result.core,
-        "lanes": 16 if result.core == "full" else p.lanes, "design_rank": result.rank, "verilog_only": result.verilog_only,
+        "lanes": {"full": 16, "serial": 1}.get(result.core, p.lanes), "design_rank": result.rank, "verilog_only": result.verilog_only,
         "command": command, "machine": machine(), "tools": tool_versions(), "build_seconds": round(result.seconds, 1),
         "out": str(result.out), "files": result.files,
         "clock": {"oscillator_mhz": p.osc_hz / 1e6, "target_mhz": p.clock_hz / 1e6, "goal_mhz": p.goal_hz / 1e6,
@@ -162,10 +164,10 @@ def make_report(result: BuildResult, golden: dict | None, *, perf_rank: int = 6,
         rep["pnr"] = {"seed": result.seed, "attempts": result.attempts}
     if result.pnr_report is not None:   # where it is slow and congested, by block (boards/routing_report.py)
         rep["routing"] = routing(result)
-    if result.core == "full":
+    if result.core in ("full", "serial"):
         from dataclasses import asdict
-        from .design import board_params
-        bp = board_params(p, result.rank)
+        from .design import board_params, serial_params
+        bp = (board_params if result.core == "full" else serial_params)(p, result.rank)
         rep["design"] = {"name": bp.name, "net": bp.net.name, "n_params": bp.net.n_params,
                          "max_samples": bp.max_samples, "n_max": bp.n_max, "log_depth": bp.log_depth,
                          "batch_banks": bp.batch_banks,

@@ -24,8 +24,8 @@ from ttzo.golden.loss import argmax_first, cross_entropy_fixed
 from ttzo.golden.network import LayerSpec, TTNet
 from ttzo.golden.tt import TTShape
 from ttzo.rtl.serial_map import LOG_ENTRY_WORDS, SCRATCH_QUERY_WORDS, BulkMap
-from ttzo.rtl.serial_seeder import SerialSeeder
-from ttzo.rtl.serial_trainer import Op, SerialTrainer, real_blocks
+from ttzo.rtl.serial_seeder import LATENCY, SerialSeeder
+from ttzo.rtl.serial_trainer import Op, SerialTrainer, real_blocks, step_cycles
 from ttzo.rtl.spram import SinglePortSignature
 from ttzo.sim.tb_zo_golden import signrge_steps
 
@@ -272,6 +272,23 @@ def test_inference_match_golden(blocks) -> None:
     assert (got["steps_done"], got["forwards"], got["changed"]) == (1, 1, 0)
     assert (got["l0"], got["last_correct"]) == want_log[0]
     assert (words48(bulk[bm.log:bm.log + 3]), bulk[bm.log + 3]) == want_log[0]
+
+
+@pytest.mark.parametrize("op,n_queries,k_steps,batch", [(Op.STEPS, 2, 1, 2), (Op.STEPS, 3, 2, 3), (Op.INFERENCE, 2, 1, 1)])
+def test_cycles_match_docstring_formula(op, n_queries, k_steps, batch) -> None:
+    """``cycles`` = the module docstring's count: K steps of 3 + (N + 1)(4d + 9) + N (S + 14)
+    + [N > 0](4 + d (17 N + 8)) + (N + 1) sum_b (10 + T_b), plus 3; the stand-in engine and loss take
+    T_b = x_words + d + classes + 2 cycles from the start to the loss (both counted)."""
+    net = tiny_net()
+    bm = BulkMap(n_in=net.in_features, n_params=net.n_params, max_samples=4, n_max=3, log_depth=4)
+    theta, x, labels = problem(net, batch)
+    got = run_op(net, bm, theta, x, labels, op=op, k_steps=k_steps, n_queries=n_queries, kind=0, **HP)
+    d, n, seeding = net.n_params, (0 if op == Op.INFERENCE else n_queries), LATENCY + 2
+    t_b = bm.x_words + d + net.out_features + 2
+    step = (3 + (n + 1) * (4 * d + 9) + n * (seeding + 14) + (4 + d * (17 * n + 8) if n else 0)
+            + (n + 1) * batch * (10 + t_b))
+    assert got["cycles"] == k_steps * step + 3
+    assert step == step_cycles(d, n, batch, t_b)          # the function boards/perf.py uses
 
 
 @pytest.mark.parametrize("blocks,cycles", [(standin_blocks, 150), (real_blocks, 150), (real_blocks, 300)],

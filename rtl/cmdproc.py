@@ -82,14 +82,19 @@ def _select_groups(m: Module, name: str, words: list, sub: Value) -> list[Signal
 class CommandProcessor(wiring.Component):
     """The protocol engine of the board.  `ident` (protocol.Identify) fixes regions, sizes, formats."""
 
-    def __init__(self, ident: P.Identify, read_latency: int = 1, config_bits: "tuple[int, ...] | None" = None
-                 ) -> None:
+    def __init__(self, ident: P.Identify, read_latency: int = 1, config_bits: "tuple[int, ...] | None" = None,
+                 narrow_ranges: bool = False) -> None:
         """`config_bits[k]` (0..32, default 32): configuration register k holds a `config_bits[k]`-bit signed
         value (it reads back sign-extended) and ``config_fit[k]`` says whether the last word written to it
         was one (1 for 32-bit and unstored registers); 0 bits: not stored, reads 0, writes ignored.  A small
         design keeps only the bits it uses and refuses a start when a written value did not fit (the serial
-        design on the UP5K, docs/rtl-serial.md)."""
-        if config_bits is None:
+        design on the UP5K, docs/rtl-serial.md).  `narrow_ranges`: the region range checks add only the
+        offset's low bits (those of the largest region's size) and flag the others, instead of 33-bit
+        sums (fewer LUTs and carries; same answers; off by default so the placed-and-routed ECP5 full
+        design keeps its netlist and seed, docs/boards.md)."""
+        self.narrow_ranges = narrow_ranges
+        self.has_config_fit = config_bits is not None     # the port exists only then (the full design's
+        if config_bits is None:                             # netlist stays as placed and routed)
             config_bits = (32,) * ident.n_config
         if len(config_bits) != ident.n_config or not all(0 <= b <= 32 for b in config_bits):
             raise ValueError(f"config_bits needs {ident.n_config} widths in 0..32, got {config_bits}")
@@ -117,7 +122,7 @@ class CommandProcessor(wiring.Component):
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(FrameByte)),
             "config": Out(data.ArrayLayout(32, ident.n_config)),
-            "config_fit": Out(ident.n_config),
+            **({"config_fit": Out(ident.n_config)} if self.has_config_fit else {}),
             "results": In(data.ArrayLayout(32, ident.n_results)),
             "op_start": Out(1), "op_code": Out(8), "op_arg": Out(32),
             "op_busy": In(1), "op_error": In(8), "soft_reset": Out(1),
@@ -206,15 +211,20 @@ class CommandProcessor(wiring.Component):
         n_regs = Mux(h_cmd == P.Cmd.READ_CONFIG, ident.n_config, ident.n_results)
         # an offset at or beyond 2^ob (ob: bits of the largest region's size) is out of range whatever the
         # count, so the sums need only its low ob bits and one "high bits set" flag (narrow adders)
-        ob = min(32, max([r.size for r in regions], default=1).bit_length())
-        sum_exprs = {"w_end": off[:ob] + dlen, "r_end": off[:ob] + rcnt, "off_hi": off[ob:].any(),
-                     "c_end": reg_first + ((plen - P.REG_FIRST.size) >> 2), "g_end": reg_first + reg_count}
+        if self.narrow_ranges:
+            ob = min(32, max([r.size for r in regions], default=1).bit_length())
+            sum_exprs = {"w_end": off[:ob] + dlen, "r_end": off[:ob] + rcnt, "off_hi": off[ob:].any()}
+        else:
+            sum_exprs = {"w_end": off + dlen, "r_end": off + rcnt}
+        sum_exprs.update({"c_end": reg_first + ((plen - P.REG_FIRST.size) >> 2), "g_end": reg_first + reg_count})
         ends = {k: Signal(v.shape(), name=k) for k, v in sum_exprs.items()}
         size_q = Signal.like(sel_size, name="size_q")
         sums = [ends[k].eq(v) for k, v in sum_exprs.items()] + [size_q.eq(sel_size)]
-        flags = [w_range_bad.eq(((off[:2] | dlen[:2]) & sel_mask).any() | ends["off_hi"] | (ends["w_end"] > size_q)),
-                 r_range_bad.eq(((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload)
-                                | ends["off_hi"] | (ends["r_end"] > size_q)),
+        w_bad = ((off[:2] | dlen[:2]) & sel_mask).any() | (ends["w_end"] > size_q)
+        r_bad = ((off[:2] | rcnt[:2]) & sel_mask).any() | (rcnt > ident.max_payload) | (ends["r_end"] > size_q)
+        if self.narrow_ranges:
+            w_bad, r_bad = w_bad | ends["off_hi"], r_bad | ends["off_hi"]
+        flags = [w_range_bad.eq(w_bad), r_range_bad.eq(r_bad),
                  c_range_bad.eq(ends["c_end"] > ident.n_config),
                  g_range_bad.eq(ends["g_end"] > n_regs)]
 
@@ -348,7 +358,8 @@ class CommandProcessor(wiring.Component):
         m.d.sync += [cw_we[k].eq(cw_en & (cw_idx == k)) for k in range(ident.n_config)]
         for k in range(ident.n_config):
             bits = self.config_bits[k]
-            m.d.comb += self.config_fit[k].eq(1)
+            if self.has_config_fit:
+                m.d.comb += self.config_fit[k].eq(1)
             if not bits:
                 continue            # not stored: reads 0
             if bits == 32:

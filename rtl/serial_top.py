@@ -93,7 +93,8 @@ class SerialTop(wiring.Component):
         m = Module()
         bp, bm = self.bp, self.bulk_map
         bits = config_bits(bp, self.ident.n_config)
-        m.submodules.cp = cp = CommandProcessor(self.ident, read_latency=READ_LATENCY, config_bits=bits)
+        m.submodules.cp = cp = CommandProcessor(self.ident, read_latency=READ_LATENCY, config_bits=bits,
+                                                narrow_ranges=True)
         m.submodules.bulk = bulk = SinglePortRAM(BULK_DEPTH, 16, use_spram=self.use_spram, byte_enables=True)
         tr = SerialTrainer(bp.net, bp.cfg, bm, use_spram=self.use_spram)
         train_domain(m, cp, self.reset_buffer)

@@ -123,10 +123,16 @@ def test_regions_round_trip_through_the_shared_bulk_ram():
             req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.PARAMS, 0, len(params)), seq=6),
             req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.LABELS, 2, 3), seq=7),
             req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 400, 202), seq=8),
-            req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 0, 600), seq=9)]    # > max_payload
+            req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.BATCH, 0, 600), seq=9),     # > max_payload
+            # offsets beyond every region (the narrow range sums: low offset bits + a high-bits flag)
+            req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.PARAMS, 0x80000000, 2), seq=10),
+            req(P.Cmd.WRITE_REGION, P.WRITE_HDR.pack(P.Region.PARAMS, 0xFFFFFFFE) + b"ab", seq=11),
+            req(P.Cmd.WRITE_REGION, P.WRITE_HDR.pack(P.Region.BATCH, 1 << 16) + b"ab", seq=12),
+            req(P.Cmd.READ_REGION, P.READ_REQ.pack(P.Region.PARAMS, 0, len(params)), seq=13)]
     r = run(reqs)
-    assert all(f.status == P.Status.OK for f in r[:-1])
-    assert r[-1].status == P.Status.RANGE and bp.max_payload < 600
+    assert all(f.status == P.Status.OK for f in r[:8])
+    assert [f.status for f in r[8:12]] == [P.Status.RANGE] * 4 and bp.max_payload < 600
+    assert r[12].payload == params                         # the refused writes changed nothing
     assert (r[4].payload + r[7].payload)[1:601] == pixels[:600]
     assert r[5].payload == params
     assert r[6].payload == labels
